@@ -1,0 +1,6 @@
+//! mailbox-gateway: puts raw FTS item streams back into Exchange Online mailboxes.
+//!
+//! The binary (`src/main.rs`) is thin; everything it runs lives here so that tests start the very same
+//! servers on `127.0.0.1:0`. See `ARCHITECTURE.md` for the map.
+
+pub mod simulator;

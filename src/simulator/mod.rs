@@ -1,0 +1,1 @@
+//! An in-memory Exchange Online simulator (to be written).
