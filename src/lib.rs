@@ -3,4 +3,10 @@
 //! The binary (`src/main.rs`) is thin; everything it runs lives here so that tests start the very same
 //! servers on `127.0.0.1:0`. See `ARCHITECTURE.md` for the map.
 
+pub mod auth;
+pub mod config;
+pub mod fts;
+pub mod graph;
+pub mod ids;
+pub mod refresh;
 pub mod simulator;

@@ -1,0 +1,533 @@
+//! Loads and validates the gateway's settings from the environment and an optional TOML file.
+//!
+//! Every setting has one key, used both as an environment variable and as a key in the file given with
+//! `--config`; the environment wins. Loading is done once at start-up and fails with a message that
+//! names the setting at fault. Tests build these structs directly or pass their own key maps: nothing
+//! here reads the process environment except [`Sources::from_process`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+/// Default listen address: loopback only, so an unconfigured gateway is not reachable from outside.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default Graph base URL.
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+/// Default Entra ID authority host.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// Default origins that Graph's `importUrl` may point to.
+pub const DEFAULT_IMPORT_HOSTS: &str = "outlook.office365.com";
+/// Default largest item accepted: Exchange Online's own message size limit.
+pub const DEFAULT_MAX_ITEM_BYTES: u64 = 150 * 1024 * 1024;
+
+/// Every key the gateway reads, with its meaning; unknown keys in a file are an error.
+pub const KEYS: &[(&str, &str)] = &[
+    ("AZURE_TENANT_ID", "Entra ID tenant (directory) id"),
+    ("AZURE_CLIENT_ID", "application (client) id"),
+    ("AZURE_CLIENT_SECRET", "client secret"),
+    (
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "PEM file with the certificate and its private key",
+    ),
+    (
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "file holding a federated token (workload identity)",
+    ),
+    ("AZURE_AUTHORITY_HOST", "Entra ID login host"),
+    (
+        "MAILBOX_GATEWAY_CERTIFICATE_ALGORITHM",
+        "PS256 (x5t#S256) or RS256 (x5t)",
+    ),
+    ("MAILBOX_GATEWAY_LISTEN", "address to listen on"),
+    ("MAILBOX_GATEWAY_GRAPH_URL", "Microsoft Graph base URL"),
+    (
+        "MAILBOX_GATEWAY_IMPORT_HOSTS",
+        "origins importUrl may point to",
+    ),
+    ("MAILBOX_GATEWAY_MAX_ITEM_BYTES", "largest item accepted"),
+    (
+        "MAILBOX_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECS",
+        "upstream connect timeout",
+    ),
+    (
+        "MAILBOX_GATEWAY_UPSTREAM_TIMEOUT_SECS",
+        "upstream request timeout",
+    ),
+];
+
+/// The gateway's whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// The Exchange Online tenant the gateway writes into.
+    pub tenant: TenantConfig,
+    /// Largest raw item accepted, in bytes.
+    pub max_item_bytes: u64,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// Everything specific to one tenant: who we are there and where its endpoints live.
+///
+/// Kept in one value, not in globals, so that several tenants can later sit behind one gateway.
+#[derive(Clone, Debug)]
+pub struct TenantConfig {
+    /// Entra ID tenant id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// How the application proves who it is.
+    pub credential: CredentialConfig,
+    /// Entra ID authority host, e.g. `https://login.microsoftonline.com`.
+    pub authority_host: Url,
+    /// Graph base URL, e.g. `https://graph.microsoft.com/v1.0`.
+    pub graph_url: Url,
+    /// Origins that an `importUrl` may point to.
+    pub import_hosts: ImportHosts,
+}
+
+/// The application credential, as configured.
+#[derive(Clone, Debug)]
+pub enum CredentialConfig {
+    /// `AZURE_CLIENT_SECRET`.
+    Secret(SecretString),
+    /// `AZURE_CLIENT_CERTIFICATE_PATH`, signed with the given algorithm.
+    Certificate {
+        path: PathBuf,
+        algorithm: CertificateAlgorithm,
+    },
+    /// `AZURE_FEDERATED_TOKEN_FILE`, re-read on every token request.
+    FederatedTokenFile(PathBuf),
+}
+
+/// How a certificate assertion is signed and which thumbprint names the certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateAlgorithm {
+    /// `PS256` with `x5t#S256` (the current Entra documentation).
+    Ps256,
+    /// `RS256` with `x5t` (older documentation and many SDKs).
+    Rs256,
+}
+
+/// Upstream timeouts.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Time to establish a connection.
+    pub connect: Duration,
+    /// Time for a whole Graph call, and the base of an import's time (which grows with item size).
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The origins (scheme, host, port) that an `importUrl` may point to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportHosts(Vec<url::Origin>);
+
+impl ImportHosts {
+    /// Parses a comma-separated list. A bare host means `https://host:443`; an entry with a scheme, like
+    /// `http://127.0.0.1:9000`, allows exactly that origin.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut origins = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let with_scheme = if entry.contains("://") {
+                entry.to_owned()
+            } else {
+                format!("https://{entry}")
+            };
+            let url =
+                Url::parse(&with_scheme).map_err(|e| format!("`{entry}` is not a host: {e}"))?;
+            if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+                return Err(format!("`{entry}` is not an http(s) origin"));
+            }
+            if url.path() != "/" || url.query().is_some() {
+                return Err(format!("`{entry}` must be an origin, without a path"));
+            }
+            origins.push(url.origin());
+        }
+        if origins.is_empty() {
+            return Err("the list is empty".into());
+        }
+        Ok(ImportHosts(origins))
+    }
+
+    /// Whether `url`'s origin is one of the allowed ones.
+    pub fn allows(&self, url: &Url) -> bool {
+        let origin = url.origin();
+        self.0.contains(&origin)
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a value that cannot be used.
+    #[error("invalid setting {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    /// No way to authenticate to Graph was configured.
+    #[error(
+        "no Graph credential configured: set AZURE_TENANT_ID, AZURE_CLIENT_ID and one of \
+         AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH or AZURE_FEDERATED_TOKEN_FILE \
+         (in the environment or the --config file), or run `serve --simulate` to use the built-in simulator"
+    )]
+    NoCredential,
+    /// The configuration file could not be read or parsed.
+    #[error("configuration file {path}: {problem}")]
+    File { path: PathBuf, problem: String },
+}
+
+/// Raw key/value settings, merged from a file and the environment (the environment wins).
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    values: BTreeMap<String, String>,
+}
+
+impl Sources {
+    /// Settings from the given key/value pairs (tests use this instead of the process environment).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Sources {
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Settings from an optional TOML file, overridden by the process environment.
+    pub fn from_process(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut sources = match file {
+            Some(path) => Sources::from_toml_file(path)?,
+            None => Sources::default(),
+        };
+        for (key, _) in KEYS {
+            if let Ok(value) = std::env::var(key) {
+                sources.values.insert((*key).to_owned(), value);
+            }
+        }
+        Ok(sources)
+    }
+
+    /// Settings from a TOML file of `KEY = value` lines, with the same keys as the environment.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let file_error = |problem: String| ConfigError::File {
+            path: path.to_owned(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+        let mut values = BTreeMap::new();
+        for (key, value) in table {
+            if !KEYS.iter().any(|(known, _)| *known == key) {
+                return Err(file_error(format!("unknown key {key}")));
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                other => {
+                    return Err(file_error(format!(
+                        "{key} must be a string or an integer, not {}",
+                        other.type_str()
+                    )))
+                }
+            };
+            values.insert(key, value);
+        }
+        Ok(Sources { values })
+    }
+
+    /// Overrides one setting (for command-line flags).
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.values.insert(key.to_owned(), value.into());
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Config {
+    /// Validates `sources` into a configuration. With `tenant` given (the simulator's demo tenant), the
+    /// Graph credential settings are not read.
+    pub fn load(sources: &Sources, tenant: Option<TenantConfig>) -> Result<Config, ConfigError> {
+        let listen = parse_or(sources, "MAILBOX_GATEWAY_LISTEN", DEFAULT_LISTEN, |v| {
+            v.parse::<SocketAddr>().map_err(|e| e.to_string())
+        })?;
+        let max_item_bytes = positive(
+            sources,
+            "MAILBOX_GATEWAY_MAX_ITEM_BYTES",
+            DEFAULT_MAX_ITEM_BYTES,
+        )?;
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(positive(
+                sources,
+                "MAILBOX_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECS",
+                Timeouts::default().connect.as_secs(),
+            )?),
+            request: Duration::from_secs(positive(
+                sources,
+                "MAILBOX_GATEWAY_UPSTREAM_TIMEOUT_SECS",
+                Timeouts::default().request.as_secs(),
+            )?),
+        };
+        let tenant = match tenant {
+            Some(tenant) => tenant,
+            None => TenantConfig::load(sources)?,
+        };
+        Ok(Config {
+            listen,
+            tenant,
+            max_item_bytes,
+            timeouts,
+        })
+    }
+}
+
+impl TenantConfig {
+    /// Reads the tenant, its credential and its endpoints from `sources`.
+    pub fn load(sources: &Sources) -> Result<TenantConfig, ConfigError> {
+        let secret = sources.get("AZURE_CLIENT_SECRET");
+        let certificate = sources.get("AZURE_CLIENT_CERTIFICATE_PATH");
+        let federated = sources.get("AZURE_FEDERATED_TOKEN_FILE");
+        let tenant_id = sources.get("AZURE_TENANT_ID");
+        let client_id = sources.get("AZURE_CLIENT_ID");
+        let credentials = [secret.is_some(), certificate.is_some(), federated.is_some()];
+        let (Some(tenant_id), Some(client_id)) = (tenant_id, client_id) else {
+            return Err(ConfigError::NoCredential);
+        };
+        let credential = match (secret, certificate, federated) {
+            (None, None, None) => return Err(ConfigError::NoCredential),
+            _ if credentials.iter().filter(|set| **set).count() > 1 => {
+                return Err(ConfigError::Invalid {
+                    key: "AZURE_CLIENT_SECRET",
+                    problem:
+                        "set exactly one of AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH \
+                              and AZURE_FEDERATED_TOKEN_FILE"
+                            .into(),
+                })
+            }
+            (Some(secret), _, _) => CredentialConfig::Secret(SecretString::from(secret.to_owned())),
+            (_, Some(path), _) => CredentialConfig::Certificate {
+                path: PathBuf::from(path),
+                algorithm: parse_or(
+                    sources,
+                    "MAILBOX_GATEWAY_CERTIFICATE_ALGORITHM",
+                    "PS256",
+                    |v| match v.to_ascii_uppercase().as_str() {
+                        "PS256" => Ok(CertificateAlgorithm::Ps256),
+                        "RS256" => Ok(CertificateAlgorithm::Rs256),
+                        _ => Err("must be PS256 or RS256".into()),
+                    },
+                )?,
+            },
+            (_, _, Some(path)) => CredentialConfig::FederatedTokenFile(PathBuf::from(path)),
+        };
+        if !is_directory_id(tenant_id) {
+            return Err(ConfigError::Invalid {
+                key: "AZURE_TENANT_ID",
+                problem: "must be a tenant GUID or domain name (letters, digits, '-', '.')".into(),
+            });
+        }
+        Ok(TenantConfig {
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            credential,
+            authority_host: parse_or(
+                sources,
+                "AZURE_AUTHORITY_HOST",
+                DEFAULT_AUTHORITY_HOST,
+                parse_base_url,
+            )?,
+            graph_url: parse_or(
+                sources,
+                "MAILBOX_GATEWAY_GRAPH_URL",
+                DEFAULT_GRAPH_URL,
+                parse_base_url,
+            )?,
+            import_hosts: parse_or(
+                sources,
+                "MAILBOX_GATEWAY_IMPORT_HOSTS",
+                DEFAULT_IMPORT_HOSTS,
+                ImportHosts::parse,
+            )?,
+        })
+    }
+}
+
+/// Tenant ids go into the token URL's path, so only plain GUID or domain characters are allowed.
+fn is_directory_id(id: &str) -> bool {
+    id.len() <= 253
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn parse_base_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value.trim_end_matches('/')).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
+        return Err("must be an http(s) URL without a query".into());
+    }
+    Ok(url)
+}
+
+fn parse_or<T>(
+    sources: &Sources,
+    key: &'static str,
+    default: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let value = sources.get(key).unwrap_or(default);
+    parse(value.trim()).map_err(|problem| ConfigError::Invalid { key, problem })
+}
+
+/// A whole number of at least 1 (bytes, seconds).
+fn positive(sources: &Sources, key: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match sources.get(key) {
+        None => Ok(default),
+        Some(value) => match value.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ConfigError::Invalid {
+                key,
+                problem: format!("`{value}` is not a whole number of at least 1"),
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn secret_sources() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("AZURE_TENANT_ID", "7e1d1b2c-0000-4000-8000-000000000001"),
+            ("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555"),
+            ("AZURE_CLIENT_SECRET", "s3cret-value"),
+        ]
+    }
+
+    #[test]
+    fn defaults_apply_when_only_a_credential_is_set() {
+        let config = Config::load(&Sources::from_pairs(secret_sources()), None).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.max_item_bytes, DEFAULT_MAX_ITEM_BYTES);
+        assert_eq!(config.tenant.graph_url.as_str(), DEFAULT_GRAPH_URL);
+        assert!(config
+            .tenant
+            .import_hosts
+            .allows(&Url::parse("https://outlook.office365.com/api/gv1.0/x").unwrap()));
+        assert!(!config
+            .tenant
+            .import_hosts
+            .allows(&Url::parse("http://outlook.office365.com/api").unwrap()));
+        match &config.tenant.credential {
+            CredentialConfig::Secret(s) => assert_eq!(s.expose_secret(), "s3cret-value"),
+            other => panic!("unexpected credential {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let config = Config::load(&Sources::from_pairs(secret_sources()), None).unwrap();
+        assert!(!format!("{config:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn no_credential_names_the_variables_and_simulate() {
+        let err = Config::load(&Sources::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("AZURE_CLIENT_SECRET") && err.contains("--simulate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_credentials_are_refused() {
+        let mut pairs = secret_sources();
+        pairs.push(("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"));
+        let err = Config::load(&Sources::from_pairs(pairs), None).unwrap_err();
+        assert!(err.to_string().contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        for (key, value) in [
+            ("MAILBOX_GATEWAY_LISTEN", "nowhere"),
+            ("MAILBOX_GATEWAY_MAX_ITEM_BYTES", "lots"),
+            ("MAILBOX_GATEWAY_MAX_ITEM_BYTES", "0"),
+            ("MAILBOX_GATEWAY_GRAPH_URL", "ftp://graph"),
+            ("MAILBOX_GATEWAY_IMPORT_HOSTS", "https://host/with/path"),
+            ("MAILBOX_GATEWAY_IMPORT_HOSTS", " , "),
+            ("MAILBOX_GATEWAY_UPSTREAM_TIMEOUT_SECS", "-1"),
+            ("MAILBOX_GATEWAY_CERTIFICATE_ALGORITHM", "HS256"),
+            ("AZURE_TENANT_ID", "../evil"),
+        ] {
+            let mut pairs = secret_sources();
+            if key == "MAILBOX_GATEWAY_CERTIFICATE_ALGORITHM" {
+                pairs.retain(|(k, _)| *k != "AZURE_CLIENT_SECRET");
+                pairs.push(("AZURE_CLIENT_CERTIFICATE_PATH", "/etc/cert.pem"));
+            }
+            pairs.retain(|(k, _)| *k != key);
+            pairs.push((key, value));
+            let err = Config::load(&Sources::from_pairs(pairs), None).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_import_host_with_a_scheme_allows_exactly_that_origin() {
+        let hosts = ImportHosts::parse("http://127.0.0.1:9000, outlook.office365.com").unwrap();
+        assert!(hosts.allows(&Url::parse("http://127.0.0.1:9000/api?authtoken=x").unwrap()));
+        assert!(!hosts.allows(&Url::parse("http://127.0.0.1:9001/api").unwrap()));
+        assert!(!hosts.allows(&Url::parse("https://127.0.0.1:9000/api").unwrap()));
+        assert!(hosts.allows(&Url::parse("https://outlook.office365.com:443/x").unwrap()));
+        assert!(!hosts.allows(&Url::parse("https://outlook.office365.com.evil.example/x").unwrap()));
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file_and_unknown_file_keys_are_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "MAILBOX_GATEWAY_MAX_ITEM_BYTES = 1024\nMAILBOX_GATEWAY_LISTEN = \"127.0.0.1:9999\""
+        )
+        .unwrap();
+        let mut sources = Sources::from_toml_file(file.path()).unwrap();
+        for (k, v) in secret_sources() {
+            sources.set(k, v);
+        }
+        sources.set("MAILBOX_GATEWAY_LISTEN", "127.0.0.1:7777");
+        let config = Config::load(&sources, None).unwrap();
+        assert_eq!(config.max_item_bytes, 1024);
+        assert_eq!(config.listen.port(), 7777);
+
+        let mut bad = tempfile::NamedTempFile::new().unwrap();
+        writeln!(bad, "MAILBOX_GATEWAY_LISTN = \"x\"").unwrap();
+        let err = Sources::from_toml_file(bad.path()).unwrap_err().to_string();
+        assert!(err.contains("unknown key MAILBOX_GATEWAY_LISTN"), "{err}");
+    }
+}

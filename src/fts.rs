@@ -1,0 +1,423 @@
+//! Checks and builds the framed "FTS" item streams that Graph's importItem carries (upstream.md section 7).
+//!
+//! An item stream is a sequence of frames `[u32 opcode][i32 length][payload]`, little-endian, that ends
+//! exactly at the end of the buffer. The gateway walks the frames before it spends any upstream call, so a
+//! truncated or corrupt upload is refused with the byte offset of the problem. The walk allocates nothing
+//! and looks at each byte of frame headers once; payloads are skipped, not read.
+//!
+//! The builder at the bottom makes small well-formed streams for tests, the shipped sample and benchmarks.
+
+use std::fmt;
+
+/// Opcode of the `Config` FastTransfer call.
+pub const OP_CONFIG: u32 = 1;
+/// Opcode of a `TransferBuffer`: a slice of the MS-OXCFXICS property stream.
+pub const OP_TRANSFER_BUFFER: u32 = 2;
+/// Opcode of the `IsInterfaceOk` call.
+pub const OP_IS_INTERFACE_OK: u32 = 3;
+/// Opcode of the `TellPartnerVersion` call.
+pub const OP_TELL_PARTNER_VERSION: u32 = 4;
+
+/// Bytes in a frame header: the opcode and the payload length.
+const HEADER_LEN: usize = 8;
+
+/// What a well-formed stream holds, for logs and audit lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Number of frames in the stream.
+    pub frames: usize,
+    /// Total payload bytes of all TransferBuffer frames (the property stream's length).
+    pub transfer_bytes: usize,
+}
+
+/// Why a stream is not well formed, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamError {
+    /// Byte offset (from the start of the stream) of the frame or field at fault.
+    pub offset: usize,
+    /// What is wrong there.
+    pub problem: StreamProblem,
+}
+
+/// The ways a stream can be malformed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamProblem {
+    /// The stream has no bytes at all.
+    Empty,
+    /// Fewer than eight bytes remain where a frame header should start.
+    TruncatedHeader { remaining: usize },
+    /// The opcode is not a FastTransfer call that item streams carry.
+    UnknownOpcode(u32),
+    /// The length field is negative.
+    NegativeLength(i32),
+    /// The payload runs past the end of the stream.
+    TruncatedPayload { declared: usize, remaining: usize },
+    /// A call whose payload has a fixed size declares another size.
+    WrongPayloadSize {
+        opcode: u32,
+        expected: usize,
+        declared: usize,
+    },
+    /// A TransferBuffer with no bytes, which Exchange's own reader rejects as corrupt.
+    EmptyTransferBuffer,
+    /// No TransferBuffer at all: the stream carries no item.
+    NoTransferBuffer,
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at byte {}: ", self.offset)?;
+        match &self.problem {
+            StreamProblem::Empty => write!(f, "the item stream is empty"),
+            StreamProblem::TruncatedHeader { remaining } => write!(
+                f,
+                "a frame header needs {HEADER_LEN} bytes but only {remaining} remain"
+            ),
+            StreamProblem::UnknownOpcode(op) => write!(
+                f,
+                "unknown frame opcode {op} (item streams use 1-4 and 11-17)"
+            ),
+            StreamProblem::NegativeLength(len) => write!(f, "frame length {len} is negative"),
+            StreamProblem::TruncatedPayload {
+                declared,
+                remaining,
+            } => write!(
+                f,
+                "the frame declares {declared} payload bytes but only {remaining} remain"
+            ),
+            StreamProblem::WrongPayloadSize {
+                opcode,
+                expected,
+                declared,
+            } => write!(
+                f,
+                "frame opcode {opcode} must carry {expected} payload bytes, not {declared}"
+            ),
+            StreamProblem::EmptyTransferBuffer => write!(f, "a TransferBuffer frame is empty"),
+            StreamProblem::NoTransferBuffer => {
+                write!(f, "the stream has no TransferBuffer frame, so no item")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// Walks the frames of `stream` and says whether it is a well-formed item stream.
+///
+/// Well formed means: a whole number of frames ending exactly at the end, every opcode known, every
+/// length non-negative and inside the buffer, the fixed-size calls (Config, IsInterfaceOk,
+/// TellPartnerVersion) of their documented size, and at least one TransferBuffer, none of them empty.
+pub fn check(stream: &[u8]) -> Result<StreamSummary, StreamError> {
+    if stream.is_empty() {
+        return Err(StreamError {
+            offset: 0,
+            problem: StreamProblem::Empty,
+        });
+    }
+    let mut offset = 0;
+    let mut summary = StreamSummary {
+        frames: 0,
+        transfer_bytes: 0,
+    };
+    while offset < stream.len() {
+        let fail = |problem| Err(StreamError { offset, problem });
+        let remaining = stream.len() - offset;
+        if remaining < HEADER_LEN {
+            return fail(StreamProblem::TruncatedHeader { remaining });
+        }
+        let opcode = u32::from_le_bytes(stream[offset..offset + 4].try_into().expect("4 bytes"));
+        let length =
+            i32::from_le_bytes(stream[offset + 4..offset + 8].try_into().expect("4 bytes"));
+        let Ok(declared) = usize::try_from(length) else {
+            return fail(StreamProblem::NegativeLength(length));
+        };
+        match (opcode, fixed_payload_size(opcode)) {
+            (_, Some(expected)) if expected != declared => {
+                return fail(StreamProblem::WrongPayloadSize {
+                    opcode,
+                    expected,
+                    declared,
+                })
+            }
+            (OP_TRANSFER_BUFFER, _) if declared == 0 => {
+                return fail(StreamProblem::EmptyTransferBuffer)
+            }
+            (OP_TRANSFER_BUFFER, _) | (11..=17, _) | (_, Some(_)) => {}
+            _ => return fail(StreamProblem::UnknownOpcode(opcode)),
+        }
+        let remaining = remaining - HEADER_LEN;
+        if declared > remaining {
+            return fail(StreamProblem::TruncatedPayload {
+                declared,
+                remaining,
+            });
+        }
+        if opcode == OP_TRANSFER_BUFFER {
+            summary.transfer_bytes += declared;
+        }
+        summary.frames += 1;
+        offset += HEADER_LEN + declared;
+    }
+    if summary.transfer_bytes == 0 {
+        return Err(StreamError {
+            offset: stream.len(),
+            problem: StreamProblem::NoTransferBuffer,
+        });
+    }
+    Ok(summary)
+}
+
+/// The payload size of the calls whose parameters are fixed (upstream.md section 7).
+fn fixed_payload_size(opcode: u32) -> Option<usize> {
+    match opcode {
+        OP_CONFIG => Some(8),
+        OP_IS_INTERFACE_OK => Some(24),
+        OP_TELL_PARTNER_VERSION => Some(6),
+        _ => None,
+    }
+}
+
+/// Builds small, well-formed item streams: the three set-up calls known producers emit, then the
+/// message's properties split over one or more TransferBuffers.
+///
+/// ```
+/// let stream = mailbox_gateway::fts::ItemBuilder::new("Quarterly report").body("See attached.").build();
+/// assert!(mailbox_gateway::fts::check(&stream).is_ok());
+/// ```
+#[derive(Clone, Debug)]
+pub struct ItemBuilder {
+    subject: String,
+    body: String,
+    padding: usize,
+    max_transfer_buffer: usize,
+}
+
+/// IID_IMessage `{00020307-0000-0000-C000-000000000046}` in its on-the-wire byte order.
+const IID_IMESSAGE: [u8; 16] = [
+    0x07, 0x03, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46,
+];
+const PID_TAG_IMPORTANCE: u32 = 0x0017_0003;
+const PID_TAG_MESSAGE_CLASS: u32 = 0x001A_001F;
+const PID_TAG_SUBJECT: u32 = 0x0037_001F;
+const PID_TAG_BODY: u32 = 0x1000_001F;
+/// A named-less binary property used to pad synthetic items to a requested size.
+const PID_TAG_PADDING: u32 = 0x6700_0102;
+
+impl ItemBuilder {
+    /// An IPM.Note with the given subject and no body.
+    pub fn new(subject: &str) -> Self {
+        ItemBuilder {
+            subject: subject.to_owned(),
+            body: String::new(),
+            padding: 0,
+            max_transfer_buffer: 32 * 1024,
+        }
+    }
+
+    /// Sets the plain-text body.
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self
+    }
+
+    /// Adds a binary property of `bytes` bytes, to make items of a given size.
+    pub fn padding(mut self, bytes: usize) -> Self {
+        self.padding = bytes;
+        self
+    }
+
+    /// Splits the property stream into TransferBuffers of at most `bytes` bytes (at least 1).
+    pub fn max_transfer_buffer(mut self, bytes: usize) -> Self {
+        self.max_transfer_buffer = bytes.max(1);
+        self
+    }
+
+    /// Writes the framed stream.
+    pub fn build(&self) -> Vec<u8> {
+        let mut props = Vec::new();
+        put_u32(&mut props, PID_TAG_IMPORTANCE);
+        put_u32(&mut props, 1);
+        put_unicode(&mut props, PID_TAG_MESSAGE_CLASS, "IPM.Note");
+        put_unicode(&mut props, PID_TAG_SUBJECT, &self.subject);
+        if !self.body.is_empty() {
+            put_unicode(&mut props, PID_TAG_BODY, &self.body);
+        }
+        if self.padding > 0 {
+            put_u32(&mut props, PID_TAG_PADDING);
+            put_u32(&mut props, self.padding as u32);
+            props.extend((0..self.padding).map(|i| (i % 251) as u8));
+        }
+
+        let mut out = Vec::with_capacity(props.len() + 128);
+        let mut config = Vec::new();
+        put_u32(&mut config, 0);
+        put_u32(&mut config, 1);
+        put_frame(&mut out, OP_CONFIG, &config);
+        let mut interface = Vec::new();
+        put_u32(&mut interface, 1);
+        interface.extend_from_slice(&IID_IMESSAGE);
+        put_u32(&mut interface, 0x8000_2400);
+        put_frame(&mut out, OP_IS_INTERFACE_OK, &interface);
+        // Version 15.20.4566.6022, encoded as upstream.md section 7 describes.
+        let version: [u16; 3] = [(15 << 8) | 20, 0x8000 | 4566, 6022];
+        let version: Vec<u8> = version.iter().flat_map(|w| w.to_le_bytes()).collect();
+        put_frame(&mut out, OP_TELL_PARTNER_VERSION, &version);
+        for chunk in props.chunks(self.max_transfer_buffer) {
+            put_frame(&mut out, OP_TRANSFER_BUFFER, chunk);
+        }
+        out
+    }
+}
+
+/// A synthetic item of roughly `size` bytes (never less than a minimal item), for load tests.
+pub fn synthetic_item(subject: &str, size: usize) -> Vec<u8> {
+    let minimal = ItemBuilder::new(subject).build().len();
+    let padding = size.saturating_sub(minimal + 8);
+    ItemBuilder::new(subject)
+        .padding(padding)
+        .max_transfer_buffer(1024 * 1024)
+        .build()
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_unicode(out: &mut Vec<u8>, tag: u32, text: &str) {
+    put_u32(out, tag);
+    let utf16: Vec<u8> = text
+        .encode_utf16()
+        .chain(std::iter::once(0))
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    put_u32(out, utf16.len() as u32);
+    out.extend_from_slice(&utf16);
+}
+
+fn put_frame(out: &mut Vec<u8>, opcode: u32, payload: &[u8]) {
+    put_u32(out, opcode);
+    out.extend_from_slice(&(payload.len() as i32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(opcode: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_frame(&mut out, opcode, payload);
+        out
+    }
+
+    #[test]
+    fn built_items_are_well_formed() {
+        let item = ItemBuilder::new("Hello").body("World").build();
+        let summary = check(&item).unwrap();
+        assert_eq!(summary.frames, 4);
+        assert!(summary.transfer_bytes > 20);
+    }
+
+    #[test]
+    fn large_items_span_several_transfer_buffers() {
+        let item = ItemBuilder::new("Big")
+            .padding(100_000)
+            .max_transfer_buffer(10_000)
+            .build();
+        let summary = check(&item).unwrap();
+        assert_eq!(summary.frames, 3 + 11);
+    }
+
+    #[test]
+    fn synthetic_items_have_about_the_requested_size() {
+        let item = synthetic_item("x", 64 * 1024);
+        assert!(check(&item).is_ok());
+        assert!(item.len().abs_diff(64 * 1024) < 64, "{}", item.len());
+    }
+
+    #[test]
+    fn a_stream_cut_off_inside_its_transfer_buffer_is_rejected_there() {
+        // The shape of the documentation's truncated sample (upstream.md section 7): the three set-up
+        // calls, then a TransferBuffer that declares 31,680 bytes of which 23 are present.
+        let mut data = ItemBuilder::new("x").build();
+        let setup_len = 8 + 8 + 8 + 24 + 8 + 6;
+        data.truncate(setup_len);
+        data.extend_from_slice(&OP_TRANSFER_BUFFER.to_le_bytes());
+        data.extend_from_slice(&31_680i32.to_le_bytes());
+        data.extend_from_slice(&[0x03, 0x00, 0x17, 0x00, 0x01, 0x00, 0x00, 0x00]);
+        data.extend_from_slice(&[0; 15]);
+        let err = check(&data).unwrap_err();
+        assert_eq!(err.offset, setup_len);
+        assert_eq!(
+            err.problem,
+            StreamProblem::TruncatedPayload {
+                declared: 31_680,
+                remaining: 23
+            }
+        );
+    }
+
+    #[test]
+    fn an_empty_stream_is_rejected() {
+        assert_eq!(check(&[]).unwrap_err().problem, StreamProblem::Empty);
+    }
+
+    #[test]
+    fn trailing_bytes_are_a_truncated_header() {
+        let mut item = ItemBuilder::new("x").build();
+        let len = item.len();
+        item.extend_from_slice(&[2, 0, 0]);
+        let err = check(&item).unwrap_err();
+        assert_eq!(err.offset, len);
+        assert_eq!(err.problem, StreamProblem::TruncatedHeader { remaining: 3 });
+    }
+
+    #[test]
+    fn unknown_opcodes_negative_lengths_and_empty_buffers_are_rejected() {
+        let err = check(&frame(9, b"abc")).unwrap_err();
+        assert_eq!(err.problem, StreamProblem::UnknownOpcode(9));
+
+        let mut negative = 2u32.to_le_bytes().to_vec();
+        negative.extend_from_slice(&(-5i32).to_le_bytes());
+        assert_eq!(
+            check(&negative).unwrap_err().problem,
+            StreamProblem::NegativeLength(-5)
+        );
+
+        let mut empty_buffer = frame(OP_TRANSFER_BUFFER, b"props");
+        empty_buffer.extend(frame(OP_TRANSFER_BUFFER, b""));
+        let err = check(&empty_buffer).unwrap_err();
+        assert_eq!(err.offset, 13);
+        assert_eq!(err.problem, StreamProblem::EmptyTransferBuffer);
+    }
+
+    #[test]
+    fn fixed_size_calls_must_have_their_size() {
+        let err = check(&frame(OP_CONFIG, &[0; 4])).unwrap_err();
+        assert_eq!(
+            err.problem,
+            StreamProblem::WrongPayloadSize {
+                opcode: 1,
+                expected: 8,
+                declared: 4
+            }
+        );
+    }
+
+    #[test]
+    fn a_stream_without_transfer_buffers_carries_no_item() {
+        let err = check(&frame(OP_CONFIG, &[0; 8])).unwrap_err();
+        assert_eq!(err.problem, StreamProblem::NoTransferBuffer);
+        assert_eq!(err.offset, 16);
+    }
+
+    #[test]
+    fn errors_read_as_sentences_with_the_offset() {
+        let err = check(&frame(9, b"")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "at byte 0: unknown frame opcode 9 (item streams use 1-4 and 11-17)"
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Classifies what went wrong upstream: what it means for the client, whether a retry is safe, and whether
+//! the upstream may already have acted.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use crate::auth::AuthError;
+
+/// A failed upstream call, with what we were doing and what the upstream said.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{action}: {kind}")]
+pub struct GraphError {
+    /// What the gateway was doing, e.g. `creating an import session for MBX:...`. Never holds a secret.
+    pub action: String,
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// What the upstream answered, when it answered.
+    pub upstream: Option<UpstreamAnswer>,
+}
+
+/// The parts of an upstream error answer worth passing on for support cases.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// Graph's error `code`, when the body was Graph-shaped.
+    pub code: Option<String>,
+    /// The error message (Graph's `message`, or importItem's `Message`).
+    pub message: Option<String>,
+    /// Graph's `request-id`.
+    pub request_id: Option<String>,
+}
+
+/// What a missing resource was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    Mailbox,
+    Folder,
+    Item,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::Mailbox => "mailbox",
+            Missing::Folder => "folder",
+            Missing::Item => "item",
+        })
+    }
+}
+
+/// The kinds of upstream failure the gateway tells apart.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ErrorKind {
+    /// The mailbox, folder or item does not exist.
+    #[error("the {0} was not found")]
+    NotFound(Missing),
+    /// An update named a change key that is no longer the item's current one.
+    #[error("the change key is not the item's current one")]
+    ChangeKeyMismatch,
+    /// Exchange refused the item itself (importItem answered 400).
+    #[error("Exchange refused the item")]
+    ItemRejected,
+    /// Throttled (429, or 503 with `Retry-After`).
+    #[error("the upstream is throttling this mailbox")]
+    Throttled { retry_after: Option<Duration> },
+    /// Graph refused the app's token or the import session, even after a fresh one.
+    #[error("the upstream refused the app's credentials")]
+    Unauthorized,
+    /// Graph says the app lacks a permission (403).
+    #[error("the app lacks a Graph permission")]
+    Forbidden,
+    /// Any other 4xx: the gateway sent something the upstream did not accept.
+    #[error("the upstream rejected the request")]
+    Rejected,
+    /// The upstream failed (5xx).
+    #[error("the upstream failed")]
+    ServerError,
+    /// No answer in time. `sent` tells whether the request may have reached the upstream.
+    #[error("the upstream did not answer in time")]
+    Timeout { sent: bool },
+    /// The connection failed. `sent` tells whether the request may have reached the upstream.
+    #[error("the upstream could not be reached ({reason})")]
+    Unreachable { sent: bool, reason: String },
+    /// The upstream answered 2xx with something the gateway cannot read.
+    #[error("the upstream's answer could not be read ({0})")]
+    InvalidResponse(String),
+    /// Graph handed out an importUrl on an origin that MAILBOX_GATEWAY_IMPORT_HOSTS does not allow.
+    #[error("the importUrl's origin {0} is not in MAILBOX_GATEWAY_IMPORT_HOSTS")]
+    ImportHostNotAllowed(String),
+    /// No app token could be had.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl GraphError {
+    /// An error without an upstream answer.
+    pub fn new(action: impl Into<String>, kind: ErrorKind) -> GraphError {
+        GraphError {
+            action: action.into(),
+            kind,
+            upstream: None,
+        }
+    }
+
+    /// Whether repeating the same request could succeed and cannot cause a duplicate.
+    pub fn retryable(&self) -> bool {
+        match &self.kind {
+            ErrorKind::Throttled { .. } => true,
+            ErrorKind::Timeout { sent } | ErrorKind::Unreachable { sent, .. } => !sent,
+            ErrorKind::ServerError => !self.may_have_acted(),
+            _ => false,
+        }
+    }
+
+    /// Whether the upstream may have carried out the request despite the error. Only true where the
+    /// request was sent and no answer says otherwise: timeouts and broken connections after sending.
+    pub fn may_have_acted(&self) -> bool {
+        matches!(
+            &self.kind,
+            ErrorKind::Timeout { sent: true } | ErrorKind::Unreachable { sent: true, .. }
+        )
+    }
+
+    /// How long the upstream asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match &self.kind {
+            ErrorKind::Throttled { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Maps a failed send to a kind, telling requests that never left from those that may have arrived.
+pub(crate) fn transport_error(action: impl Into<String>, error: reqwest::Error) -> GraphError {
+    // A connect error means no byte of the request reached the upstream.
+    let sent = !error.is_connect();
+    let kind = if error.is_timeout() {
+        ErrorKind::Timeout { sent }
+    } else {
+        // `without_url`: an importUrl carries its authtoken in the query.
+        ErrorKind::Unreachable {
+            sent,
+            reason: error.without_url().to_string(),
+        }
+    };
+    GraphError::new(action, kind)
+}
+
+#[derive(Deserialize)]
+struct GraphErrorBody {
+    error: GraphErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorDetail {
+    code: Option<String>,
+    message: Option<String>,
+    #[serde(rename = "innerError")]
+    inner_error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ImportErrorBody {
+    #[serde(rename = "Message")]
+    message: Option<String>,
+}
+
+/// Reads an error answer: Graph's `{"error":{...}}` or importItem's `{"Message": ...}`.
+pub(crate) fn upstream_answer(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> UpstreamAnswer {
+    let mut answer = UpstreamAnswer {
+        status: status.as_u16(),
+        request_id: headers
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ..UpstreamAnswer::default()
+    };
+    if let Ok(graph) = serde_json::from_slice::<GraphErrorBody>(body) {
+        answer.code = graph.error.code;
+        answer.message = graph.error.message;
+        if answer.request_id.is_none() {
+            answer.request_id = graph.error.inner_error.as_ref().and_then(find_request_id);
+        }
+    } else if let Ok(import) = serde_json::from_slice::<ImportErrorBody>(body) {
+        answer.message = import.message;
+    }
+    answer
+}
+
+/// `innerError` can nest; the first `request-id` found wins.
+fn find_request_id(inner: &serde_json::Value) -> Option<String> {
+    let object = inner.as_object()?;
+    if let Some(id) = object.get("request-id").and_then(|v| v.as_str()) {
+        return Some(id.to_owned());
+    }
+    object.values().find_map(find_request_id)
+}
+
+/// The `Retry-After` delay, in seconds or as an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = date.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The kind of a non-2xx answer from a Graph endpoint (not importItem).
+pub(crate) fn classify_graph_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    missing: Missing,
+) -> ErrorKind {
+    match status {
+        StatusCode::NOT_FOUND => ErrorKind::NotFound(missing),
+        StatusCode::UNAUTHORIZED => ErrorKind::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorKind::Forbidden,
+        StatusCode::TOO_MANY_REQUESTS => ErrorKind::Throttled {
+            retry_after: retry_after(headers),
+        },
+        StatusCode::SERVICE_UNAVAILABLE if headers.contains_key(RETRY_AFTER) => {
+            ErrorKind::Throttled {
+                retry_after: retry_after(headers),
+            }
+        }
+        StatusCode::GATEWAY_TIMEOUT => ErrorKind::Timeout { sent: true },
+        s if s.is_server_error() => ErrorKind::ServerError,
+        _ => ErrorKind::Rejected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn graph_error_bodies_give_code_message_and_nested_request_id() {
+        let body = br#"{"error":{"code":"ErrorItemNotFound","message":"gone","innerError":{"date":"x","innerError":{"request-id":"abc"}}}}"#;
+        let answer = upstream_answer(StatusCode::NOT_FOUND, &HeaderMap::new(), body);
+        assert_eq!(answer.code.as_deref(), Some("ErrorItemNotFound"));
+        assert_eq!(answer.message.as_deref(), Some("gone"));
+        assert_eq!(answer.request_id.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn import_error_bodies_give_their_message() {
+        let answer = upstream_answer(
+            StatusCode::CONFLICT,
+            &HeaderMap::new(),
+            br#"{"Message":"Invalid import session."}"#,
+        );
+        assert_eq!(answer.message.as_deref(), Some("Invalid import session."));
+        assert_eq!(answer.code, None);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        let later = chrono::Utc::now() + chrono::Duration::seconds(120);
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&later.to_rfc2822()).unwrap(),
+        );
+        let wait = retry_after(&headers).unwrap();
+        assert!(
+            (Duration::from_secs(118)..=Duration::from_secs(120)).contains(&wait),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn only_unsent_requests_are_retryable_after_transport_failures() {
+        let unsent = GraphError::new(
+            "x",
+            ErrorKind::Unreachable {
+                sent: false,
+                reason: "refused".into(),
+            },
+        );
+        let sent = GraphError::new("x", ErrorKind::Timeout { sent: true });
+        assert!(unsent.retryable() && !unsent.may_have_acted());
+        assert!(!sent.retryable() && sent.may_have_acted());
+    }
+}

@@ -1,0 +1,104 @@
+//! Keeps one import session per mailbox, renews it before it expires, and creates it once however many
+//! requests race for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::refresh::RefreshSlot;
+
+/// Renew a session this long before its `expirationDateTime` (at most; a short-lived session is renewed
+/// after three quarters of its life instead), so an item is never sent on a session about to lapse.
+pub const SESSION_RENEW_MARGIN: Duration = Duration::from_secs(60);
+
+/// An import session: a pre-authenticated `importUrl` and when to stop using it.
+#[derive(Clone)]
+pub struct ImportSession {
+    /// The importUrl; its `authtoken` query parameter is a bearer credential.
+    url: Arc<SecretString>,
+    renew_at: Instant,
+}
+
+impl ImportSession {
+    /// A session whose `importUrl` expires `lifetime` from now.
+    pub fn new(import_url: &Url, lifetime: Duration) -> ImportSession {
+        ImportSession {
+            url: Arc::new(SecretString::from(import_url.as_str().to_owned())),
+            renew_at: Instant::now() + lifetime - SESSION_RENEW_MARGIN.min(lifetime / 4),
+        }
+    }
+
+    /// The importUrl, to post to. Never log it.
+    pub fn url(&self) -> &str {
+        self.url.expose_secret()
+    }
+
+    fn is_fresh(&self) -> bool {
+        Instant::now() < self.renew_at
+    }
+
+    fn same_as(&self, other: &ImportSession) -> bool {
+        Arc::ptr_eq(&self.url, &other.url)
+    }
+}
+
+impl std::fmt::Debug for ImportSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportSession")
+            .field("url", &"[REDACTED]")
+            .field("renew_at", &self.renew_at)
+            .finish()
+    }
+}
+
+/// The import sessions of all mailboxes.
+///
+/// A std `RwLock` guards the map: it is held only to find or insert a mailbox's slot, never across an
+/// await, so mailboxes do not contend on it for more than a lookup. Each slot refreshes single-flight.
+#[derive(Debug, Default)]
+pub struct SessionCache {
+    slots: RwLock<HashMap<String, Arc<RefreshSlot<ImportSession>>>>,
+}
+
+impl SessionCache {
+    /// The mailbox's current session, or a new one from `create` (called once however many race).
+    pub async fn get<E, Fut>(
+        &self,
+        mailbox_id: &str,
+        create: impl FnOnce() -> Fut,
+    ) -> Result<ImportSession, E>
+    where
+        Fut: std::future::Future<Output = Result<ImportSession, E>>,
+    {
+        self.slot(mailbox_id)
+            .get_or_refresh(ImportSession::is_fresh, create)
+            .await
+    }
+
+    /// Drops `session` because the importUrl refused it, unless it has been replaced already.
+    pub fn invalidate(&self, mailbox_id: &str, session: &ImportSession) {
+        self.slot(mailbox_id)
+            .invalidate_if(|current| current.same_as(session));
+    }
+
+    fn slot(&self, mailbox_id: &str) -> Arc<RefreshSlot<ImportSession>> {
+        if let Some(slot) = self
+            .slots
+            .read()
+            .expect("session map poisoned")
+            .get(mailbox_id)
+        {
+            return slot.clone();
+        }
+        self.slots
+            .write()
+            .expect("session map poisoned")
+            .entry(mailbox_id.to_owned())
+            .or_default()
+            .clone()
+    }
+}
