@@ -10,3 +10,5 @@ pub mod graph;
 pub mod ids;
 pub mod refresh;
 pub mod simulator;
+pub mod api;
+pub mod app;

@@ -1,1 +1,170 @@
-fn main() {}
+//! The `mailbox-gateway` binary: parses the command line, loads configuration, starts logging and runs the
+//! gateway or the simulator from the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mailbox_gateway::config::{Config, CredentialConfig, ImportHosts, Sources, TenantConfig};
+use mailbox_gateway::simulator::{Simulator, SimulatorConfig, DEMO};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// Puts raw FTS item streams back into Exchange Online mailboxes through Microsoft Graph.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gateway.
+    Serve {
+        /// A TOML file of settings (the same keys as the environment variables; the environment wins).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides MAILBOX_GATEWAY_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Runs against a built-in Exchange Online simulator instead of Microsoft Graph.
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Runs the Exchange Online simulator alone and prints its demo tenant's credentials.
+    Simulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+    },
+}
+
+/// The sample item shipped with the repository.
+const SAMPLE_ITEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/welcome.fts");
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    match Cli::parse().command {
+        Command::Serve {
+            config,
+            listen,
+            simulate,
+        } => serve(config.as_deref(), listen, simulate).await,
+        Command::Simulator { listen } => simulator(listen).await,
+    }
+}
+
+async fn serve(config_file: Option<&Path>, listen: Option<SocketAddr>, simulate: bool) -> anyhow::Result<()> {
+    let mut sources = Sources::from_process(config_file)?;
+    if let Some(listen) = listen {
+        sources.set("MAILBOX_GATEWAY_LISTEN", listen.to_string());
+    }
+    let simulator = if simulate {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Some(Simulator::start(listener, SimulatorConfig::default()).await?)
+    } else {
+        None
+    };
+    let tenant = simulator.as_ref().map(demo_tenant).transpose()?;
+    let config = Config::load(&sources, tenant)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (MAILBOX_GATEWAY_LISTEN)", config.listen))?;
+    if let Some(simulator) = &simulator {
+        let address = listener.local_addr()?;
+        println!(
+            "mailbox-gateway on http://{address}, against the built-in Exchange Online simulator at {}.\n\
+             Import the sample item into the demo mailbox {}:\n\n  \
+             curl -sS -X POST -H 'Content-Type: application/octet-stream' --data-binary @{} \
+             http://{address}/v1/mailboxes/{}/folders/inbox/items\n",
+            simulator.base_url(),
+            DEMO.mailbox_address,
+            sample_path(),
+            DEMO.mailbox_address,
+        );
+    }
+    mailbox_gateway::app::run(listener, config, shutdown_signal()).await
+}
+
+/// The simulator's demo tenant, as the gateway's tenant.
+fn demo_tenant(simulator: &Simulator) -> anyhow::Result<TenantConfig> {
+    Ok(TenantConfig {
+        tenant_id: DEMO.tenant_id.to_owned(),
+        client_id: DEMO.client_id.to_owned(),
+        credential: CredentialConfig::Secret(SecretString::from(DEMO.client_secret.to_owned())),
+        authority_host: simulator.base_url().parse()?,
+        graph_url: simulator.graph_url().parse()?,
+        import_hosts: ImportHosts::parse(&simulator.base_url()).map_err(anyhow::Error::msg)?,
+    })
+}
+
+async fn simulator(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let simulator = Simulator::start(listener, SimulatorConfig::default()).await?;
+    let base = simulator.base_url();
+    println!(
+        "Exchange Online simulator on {base}.\n\
+         Demo tenant (the client secret is the simulator's own, public by design):\n\n  \
+         AZURE_TENANT_ID={}\n  AZURE_CLIENT_ID={}\n  AZURE_CLIENT_SECRET={}\n  \
+         AZURE_AUTHORITY_HOST={base}\n  MAILBOX_GATEWAY_GRAPH_URL={}\n  MAILBOX_GATEWAY_IMPORT_HOSTS={base}\n\n\
+         Demo mailbox: {} ({})",
+        DEMO.tenant_id,
+        DEMO.client_id,
+        DEMO.client_secret,
+        simulator.graph_url(),
+        DEMO.mailbox_address,
+        DEMO.mailbox_id,
+    );
+    shutdown_signal().await;
+    Ok(())
+}
+
+fn sample_path() -> String {
+    if Path::new(SAMPLE_ITEM).exists() {
+        SAMPLE_ITEM.to_owned()
+    } else {
+        "samples/welcome.fts".to_owned()
+    }
+}
+
+/// Logs to stderr, human-readable, or JSON with MAILBOX_GATEWAY_LOG_FORMAT=json; level from RUST_LOG.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("MAILBOX_GATEWAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

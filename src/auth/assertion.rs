@@ -36,9 +36,9 @@ impl std::fmt::Debug for CertificateCredential {
     }
 }
 
-/// Why a certificate credential could not be loaded.
+/// Why a credential could not be loaded at start-up.
 #[derive(Debug, thiserror::Error)]
-pub enum CertificateError {
+pub enum CredentialError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -66,13 +66,13 @@ struct AssertionClaims<'a> {
 
 impl CertificateCredential {
     /// Loads a PEM file holding the certificate and its RSA private key.
-    pub fn load(path: &Path, algorithm: CertificateAlgorithm) -> Result<Self, CertificateError> {
+    pub fn load(path: &Path, algorithm: CertificateAlgorithm) -> Result<Self, CredentialError> {
         let shown = path.display().to_string();
-        let text = std::fs::read(path).map_err(|source| CertificateError::Read {
+        let text = std::fs::read(path).map_err(|source| CredentialError::Read {
             path: shown.clone(),
             source,
         })?;
-        let blocks = pem::parse_many(&text).map_err(|e| CertificateError::NotPem {
+        let blocks = pem::parse_many(&text).map_err(|e| CredentialError::NotPem {
             path: shown.clone(),
             // The parser's message names no key material.
             problem: e.to_string(),
@@ -80,14 +80,14 @@ impl CertificateCredential {
         let certificate = blocks
             .iter()
             .find(|b| b.tag() == "CERTIFICATE")
-            .ok_or_else(|| CertificateError::NoCertificate {
+            .ok_or_else(|| CredentialError::NoCertificate {
                 path: shown.clone(),
             })?;
         let key = blocks
             .iter()
             .filter(|b| matches!(b.tag(), "PRIVATE KEY" | "RSA PRIVATE KEY"))
             .find_map(|b| EncodingKey::from_rsa_pem(pem::encode(b).as_bytes()).ok())
-            .ok_or(CertificateError::NoKey { path: shown })?;
+            .ok_or(CredentialError::NoKey { path: shown })?;
         let der = certificate.contents();
         Ok(CertificateCredential {
             key,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
-pub use assertion::{CertificateCredential, CertificateError};
+pub use assertion::{CertificateCredential, CredentialError};
 
 use crate::config::{CredentialConfig, TenantConfig};
 use crate::refresh::RefreshSlot;
@@ -40,9 +40,9 @@ pub enum Credential {
 }
 
 impl Credential {
-    /// Loads the configured credential; a certificate file is read and parsed now, so start-up fails on a
-    /// bad one.
-    pub fn load(config: &CredentialConfig) -> Result<Credential, CertificateError> {
+    /// Loads the configured credential. A certificate file is read and parsed now, and a federated token
+    /// file must exist now, so start-up fails on a bad one.
+    pub fn load(config: &CredentialConfig) -> Result<Credential, CredentialError> {
         Ok(match config {
             CredentialConfig::Secret(secret) => Credential::Secret(secret.clone()),
             CredentialConfig::Certificate { path, algorithm } => {

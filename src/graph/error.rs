@@ -85,6 +85,10 @@ pub enum ErrorKind {
     /// The connection failed. `sent` tells whether the request may have reached the upstream.
     #[error("the upstream could not be reached ({reason})")]
     Unreachable { sent: bool, reason: String },
+    /// An import was sent but no answer came back (timeout or broken connection): the item may or may not
+    /// exist now, and sending it again blindly could make a duplicate.
+    #[error("the import was sent but no answer came back")]
+    OutcomeUnknown { timed_out: bool },
     /// The upstream answered 2xx with something the gateway cannot read.
     #[error("the upstream's answer could not be read ({0})")]
     InvalidResponse(String),
@@ -111,18 +115,14 @@ impl GraphError {
         match &self.kind {
             ErrorKind::Throttled { .. } => true,
             ErrorKind::Timeout { sent } | ErrorKind::Unreachable { sent, .. } => !sent,
-            ErrorKind::ServerError => !self.may_have_acted(),
             _ => false,
         }
     }
 
-    /// Whether the upstream may have carried out the request despite the error. Only true where the
-    /// request was sent and no answer says otherwise: timeouts and broken connections after sending.
+    /// Whether the upstream may have carried out a state-changing request despite the error: an import
+    /// that was sent and never answered.
     pub fn may_have_acted(&self) -> bool {
-        matches!(
-            &self.kind,
-            ErrorKind::Timeout { sent: true } | ErrorKind::Unreachable { sent: true, .. }
-        )
+        matches!(&self.kind, ErrorKind::OutcomeUnknown { .. })
     }
 
     /// How long the upstream asked us to wait, if it did.
@@ -132,6 +132,17 @@ impl GraphError {
             _ => None,
         }
     }
+}
+
+/// Maps a failed import to a kind: once the request may have arrived, its outcome is unknown.
+pub(crate) fn import_transport_error(action: impl Into<String>, error: reqwest::Error) -> GraphError {
+    let mut graph_error = transport_error(action, error);
+    graph_error.kind = match graph_error.kind {
+        ErrorKind::Timeout { sent: true } => ErrorKind::OutcomeUnknown { timed_out: true },
+        ErrorKind::Unreachable { sent: true, .. } => ErrorKind::OutcomeUnknown { timed_out: false },
+        other => other,
+    };
+    graph_error
 }
 
 /// Maps a failed send to a kind, telling requests that never left from those that may have arrived.
@@ -292,7 +303,9 @@ mod tests {
             },
         );
         let sent = GraphError::new("x", ErrorKind::Timeout { sent: true });
+        let unknown = GraphError::new("x", ErrorKind::OutcomeUnknown { timed_out: true });
         assert!(unsent.retryable() && !unsent.may_have_acted());
-        assert!(!sent.retryable() && sent.may_have_acted());
+        assert!(!sent.retryable() && !sent.may_have_acted());
+        assert!(!unknown.retryable() && unknown.may_have_acted());
     }
 }

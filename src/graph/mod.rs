@@ -22,10 +22,10 @@ pub use body::ImportBody;
 pub use error::{ErrorKind, GraphError, Missing, UpstreamAnswer};
 pub use sessions::{ImportSession, SessionCache, SESSION_RENEW_MARGIN};
 
-use crate::auth::{CertificateError, Credential, TokenProvider};
+use crate::auth::{CredentialError, Credential, TokenProvider};
 use crate::config::{ImportHosts, TenantConfig, Timeouts};
 use crate::ids::{FolderRef, MailboxRef};
-use error::{classify_graph_status, transport_error, upstream_answer};
+use error::{classify_graph_status, import_transport_error, transport_error, upstream_answer};
 
 /// How long a resolved mailbox or folder id is trusted before it is looked up again.
 const RESOLVED_ID_TTL: Duration = Duration::from_secs(60 * 60);
@@ -121,7 +121,7 @@ enum AttemptError {
 
 impl GraphClient {
     /// A client for `tenant`. Loads the credential now, so a bad certificate stops start-up.
-    pub fn new(tenant: &TenantConfig, timeouts: Timeouts) -> Result<GraphClient, CertificateError> {
+    pub fn new(tenant: &TenantConfig, timeouts: Timeouts) -> Result<GraphClient, CredentialError> {
         let credential = Credential::load(&tenant.credential)?;
         let http = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
@@ -366,12 +366,12 @@ impl GraphClient {
             )))
             .send()
             .await
-            .map_err(|e| AttemptError::Other(transport_error(&action, e)))?;
+            .map_err(|e| AttemptError::Other(import_transport_error(&action, e)))?;
         let (status, headers) = (response.status(), response.headers().clone());
         let body = response
             .bytes()
             .await
-            .map_err(|e| AttemptError::Other(transport_error(&action, e)))?;
+            .map_err(|e| AttemptError::Other(import_transport_error(&action, e)))?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|_| {
                 AttemptError::Other(GraphError::new(

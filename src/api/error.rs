@@ -1,0 +1,233 @@
+//! Turns every failure into an RFC 9457 problem response, in this one place.
+//!
+//! The status follows from where the failure came from: bad client input is 4xx, an upstream that is
+//! unreachable or misbehaving is 502, a slow one 504, a throttling one 503 with `Retry-After`, and our own
+//! bug 500 (whose cause is logged, never sent). Every problem carries a stable `code` and the request id;
+//! when Graph answered, also Graph's `request-id` and error code.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::fts::StreamError;
+use crate::graph::{ErrorKind, GraphError, Missing};
+use crate::ids::InvalidId;
+
+use super::request_id::current_request_id;
+
+/// `Retry-After` sent with a 503 when the upstream named no delay.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid mailbox: {0}")]
+    InvalidMailbox(InvalidId),
+    #[error("invalid folder: {0}")]
+    InvalidFolder(InvalidId),
+    #[error("invalid item id: {0}")]
+    InvalidItemId(InvalidId),
+    #[error("If-Match must be one quoted change key, like \"kNnynYavKEihA0la3Yt5UQABUftGQg==\"")]
+    InvalidIfMatch,
+    #[error("updating an item needs If-Match with the item's current change key in quotes")]
+    IfMatchRequired,
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("Data is not valid base64: {0}")]
+    InvalidBase64(String),
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
+    #[error("this endpoint takes {expected}, not {received}")]
+    UnsupportedMediaType {
+        expected: &'static str,
+        received: String,
+    },
+    #[error("the item is larger than the limit of {limit} bytes (MAILBOX_GATEWAY_MAX_ITEM_BYTES)")]
+    ItemTooLarge { limit: u64 },
+    #[error("the body is not a well-formed item stream, {0}")]
+    InvalidItemStream(StreamError),
+    #[error("no route {0}")]
+    RouteNotFound(String),
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed { method: String },
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// Boxed: upstream errors are the large, rare case.
+    #[error(transparent)]
+    Upstream(Box<GraphError>),
+}
+
+impl From<GraphError> for ApiError {
+    fn from(error: GraphError) -> Self {
+        ApiError::Upstream(Box::new(error))
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::InvalidBody(format!("the URL path could not be read: {}", rejection.body_text()))
+    }
+}
+
+/// An RFC 9457 problem body.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aadsts: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+impl ApiError {
+    /// Status, stable code and title.
+    fn classify(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            ApiError::InvalidMailbox(_) => (S::BAD_REQUEST, "invalid_mailbox", "Invalid mailbox"),
+            ApiError::InvalidFolder(_) => (S::BAD_REQUEST, "invalid_folder", "Invalid folder"),
+            ApiError::InvalidItemId(_) => (S::BAD_REQUEST, "invalid_item_id", "Invalid item id"),
+            ApiError::InvalidIfMatch => (S::BAD_REQUEST, "invalid_if_match", "Invalid If-Match"),
+            ApiError::IfMatchRequired => (S::PRECONDITION_REQUIRED, "if_match_required", "If-Match required"),
+            ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body", "Invalid request body"),
+            ApiError::InvalidBase64(_) => (S::BAD_REQUEST, "invalid_base64", "Invalid base64"),
+            ApiError::UnreadableBody(_) => (S::BAD_REQUEST, "unreadable_body", "Unreadable request body"),
+            ApiError::UnsupportedMediaType { .. } => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported content type")
+            }
+            ApiError::ItemTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "item_too_large", "Item too large"),
+            ApiError::InvalidItemStream(_) => {
+                (S::UNPROCESSABLE_ENTITY, "invalid_item_stream", "Not a well-formed item stream")
+            }
+            ApiError::RouteNotFound(_) => (S::NOT_FOUND, "route_not_found", "No such route"),
+            ApiError::MethodNotAllowed { .. } => {
+                (S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed")
+            }
+            ApiError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready", "Not ready"),
+            ApiError::Upstream(error) => classify_upstream(error),
+        }
+    }
+
+    /// The sentence for the client. For upstream failures it says what we were doing and what happened;
+    /// Graph's own message is added for answers that describe the client's data.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Upstream(error) => {
+                let mut detail = error.to_string();
+                if error.may_have_acted() {
+                    detail.push_str(
+                        "; the request reached Exchange but no answer came back, so the item may or \
+                         may not have been imported: check the mailbox before sending it again",
+                    );
+                }
+                if matches!(error.kind, ErrorKind::ItemRejected | ErrorKind::Rejected) {
+                    if let Some(message) = error.upstream.as_ref().and_then(|u| u.message.as_deref()) {
+                        detail.push_str(&format!(" (Exchange said: {message})"));
+                    }
+                }
+                detail
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+fn classify_upstream(error: &GraphError) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    match &error.kind {
+        ErrorKind::OutcomeUnknown { timed_out: true } => (S::GATEWAY_TIMEOUT, "outcome_unknown", "Outcome unknown"),
+        ErrorKind::OutcomeUnknown { timed_out: false } => (S::BAD_GATEWAY, "outcome_unknown", "Outcome unknown"),
+        ErrorKind::NotFound(Missing::Mailbox) => (S::NOT_FOUND, "mailbox_not_found", "Mailbox not found"),
+        ErrorKind::NotFound(Missing::Folder) => (S::NOT_FOUND, "folder_not_found", "Folder not found"),
+        ErrorKind::NotFound(Missing::Item) => (S::NOT_FOUND, "item_not_found", "Item not found"),
+        ErrorKind::ChangeKeyMismatch => (S::PRECONDITION_FAILED, "change_key_mismatch", "Stale change key"),
+        ErrorKind::ItemRejected => (S::UNPROCESSABLE_ENTITY, "item_rejected", "Exchange refused the item"),
+        ErrorKind::Throttled { .. } => (S::SERVICE_UNAVAILABLE, "upstream_throttled", "Upstream throttling"),
+        ErrorKind::Timeout { .. } => (S::GATEWAY_TIMEOUT, "upstream_timeout", "Upstream timeout"),
+        ErrorKind::Unauthorized => (S::BAD_GATEWAY, "upstream_unauthorized", "Upstream refused the app"),
+        ErrorKind::Forbidden => (S::BAD_GATEWAY, "upstream_forbidden", "App lacks a Graph permission"),
+        ErrorKind::ImportHostNotAllowed(_) => {
+            (S::BAD_GATEWAY, "import_host_not_allowed", "importUrl origin not allowed")
+        }
+        ErrorKind::Auth(_) => (S::BAD_GATEWAY, "upstream_auth_failed", "No Graph token"),
+        ErrorKind::Rejected
+        | ErrorKind::ServerError
+        | ErrorKind::Unreachable { .. }
+        | ErrorKind::InvalidResponse(_) => (S::BAD_GATEWAY, "upstream_error", "Upstream failure"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.classify();
+        let request_id = current_request_id();
+        if status.is_server_error() {
+            tracing::error!(%request_id, code, error = %self, "request failed");
+        } else {
+            tracing::info!(%request_id, code, error = %self, "request refused");
+        }
+        let mut problem = Problem {
+            problem_type: format!("urn:mailbox-gateway:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+            code,
+            request_id,
+            offset: None,
+            graph_request_id: None,
+            graph_error_code: None,
+            aadsts: None,
+            trace_id: None,
+        };
+        let mut retry_after = None;
+        match &self {
+            ApiError::InvalidItemStream(error) => problem.offset = Some(error.offset),
+            ApiError::Upstream(error) => {
+                if let Some(upstream) = &error.upstream {
+                    problem.graph_request_id = upstream.request_id.clone();
+                    problem.graph_error_code = upstream.code.clone();
+                }
+                if let ErrorKind::Auth(AuthError::Rejected {
+                    aadsts, trace_id, ..
+                }) = &error.kind
+                {
+                    problem.aadsts = aadsts.clone();
+                    problem.trace_id = trace_id.clone();
+                }
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    retry_after = Some(error.retry_after().unwrap_or(DEFAULT_RETRY_AFTER));
+                }
+            }
+            ApiError::NotReady(_) => retry_after = Some(DEFAULT_RETRY_AFTER),
+            _ => {}
+        }
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(wait) = retry_after {
+            // Round up: waiting a little longer is harmless, retrying early is not.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}

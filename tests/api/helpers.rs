@@ -1,0 +1,167 @@
+//! Starts the simulator and the gateway as real HTTP servers on 127.0.0.1:0 and talks to them.
+
+use std::path::PathBuf;
+
+use mailbox_gateway::config::{
+    Config, CredentialConfig, ImportHosts, TenantConfig, Timeouts,
+};
+use mailbox_gateway::fts::ItemBuilder;
+use mailbox_gateway::simulator::{Counters, Simulator, SimulatorConfig, DEMO};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The test keys' folder.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// How to start a test app; `Default` is the demo tenant with its client secret.
+pub struct AppOptions {
+    pub simulator: SimulatorConfig,
+    pub credential: Option<CredentialConfig>,
+    pub max_item_bytes: u64,
+    /// `None`: the simulator's own origin.
+    pub import_hosts: Option<String>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            simulator: SimulatorConfig::default(),
+            credential: None,
+            max_item_bytes: 1024 * 1024,
+            import_hosts: None,
+        }
+    }
+}
+
+/// A running simulator and gateway.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub address: String,
+    pub client: reqwest::Client,
+    pub simulator: Simulator,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+/// Starts the simulator, then the gateway pointed at it. `prepare` runs on the simulator before the
+/// gateway starts (to register certificates and the like).
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let simulator = Simulator::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        options.simulator,
+    )
+    .await
+    .unwrap();
+    let base = simulator.base_url();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tenant: TenantConfig {
+            tenant_id: DEMO.tenant_id.to_owned(),
+            client_id: DEMO.client_id.to_owned(),
+            credential: options.credential.unwrap_or_else(|| {
+                CredentialConfig::Secret(SecretString::from(DEMO.client_secret.to_owned()))
+            }),
+            authority_host: base.parse().unwrap(),
+            graph_url: simulator.graph_url().parse().unwrap(),
+            import_hosts: ImportHosts::parse(options.import_hosts.as_deref().unwrap_or(&base))
+                .unwrap(),
+        },
+        max_item_bytes: options.max_item_bytes,
+        timeouts: Timeouts::default(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (shutdown, signal) = oneshot::channel();
+    let server = tokio::spawn(mailbox_gateway::app::run(listener, config, async {
+        signal.await.ok();
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        simulator,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.simulator.counters()
+    }
+
+    /// POSTs a raw item to `/v1/mailboxes/{mailbox}/folders/{folder}/items`.
+    pub async fn create(&self, mailbox: &str, folder: &str, item: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/mailboxes/{mailbox}/folders/{folder}/items")))
+            .header("content-type", "application/octet-stream")
+            .body(item)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// PUTs a raw item over `item_id` with `If-Match: "<change_key>"`.
+    pub async fn update(&self, mailbox: &str, folder: &str, item_id: &str, change_key: &str, item: Vec<u8>) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!(
+                "/v1/mailboxes/{mailbox}/folders/{folder}/items/{}",
+                encode(item_id)
+            )))
+            .header("content-type", "application/octet-stream")
+            .header("if-match", format!("\"{change_key}\""))
+            .body(item)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the gateway and waits for it to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.take().unwrap().send(()).ok();
+        self.server.take().unwrap().await.unwrap()
+    }
+}
+
+/// Percent-encodes an id for a URL path segment (item ids hold '/', '+', '=').
+pub fn encode(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A small well-formed item with a recognisable subject.
+pub fn item(subject: &str) -> Vec<u8> {
+    ItemBuilder::new(subject).body("Restored by a test.").build()
+}
+
+/// Reads a JSON body.
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    response.json().await.unwrap()
+}
+
+/// Asserts that `response` is a problem with this status and code, and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status of {:?}", response.url().path());
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = json(response).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["requestId"], request_id.as_str());
+    assert_eq!(body["type"], format!("urn:mailbox-gateway:problem:{code}"));
+    assert!(!body["title"].as_str().unwrap().is_empty());
+    assert!(!body["detail"].as_str().unwrap().is_empty());
+    body
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the simulator and the gateway as real HTTP servers on loopback.
+
+mod auth;
+mod contract;
+mod errors;
+mod folders;
+mod helpers;
+mod items;
+mod sessions;
