@@ -1084,3 +1084,67 @@ async fn a_fresh_simulator_counts_nothing_and_pages_folders_by_its_configured_si
     let page: Value = page.json().await.unwrap();
     assert_eq!(page["value"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn child_folders_of_the_root_page_through_the_user_folders_too() {
+    let t = spawn().await;
+    t.sim.add_folders(DEMO.mailbox_id, 5);
+    let token = t.token().await;
+    let mut url = format!(
+        "{}/admin/exchange/mailboxes/{}/folders/msgfolderroot/childFolders?$top=7",
+        t.sim.graph_url(),
+        encode(DEMO.mailbox_id)
+    );
+    let mut names = Vec::new();
+    loop {
+        let page: Value = t
+            .http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for folder in page["value"].as_array().unwrap() {
+            names.push(folder["displayName"].as_str().unwrap().to_owned());
+        }
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    // 16 standard children of the root plus the 5 user folders; the root itself is not its child.
+    assert_eq!(names.len(), 21);
+    assert!(!names.contains(&"Top of Information Store".to_owned()));
+    assert!(names.contains(&"Folder 005".to_owned()));
+
+    let inbox_children = t
+        .graph_get(
+            &token,
+            &format!(
+                "/admin/exchange/mailboxes/{}/folders/inbox/childFolders",
+                DEMO.mailbox_id
+            ),
+        )
+        .await;
+    let inbox_children: Value = inbox_children.json().await.unwrap();
+    assert_eq!(inbox_children["value"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn an_import_url_with_a_mangled_mailbox_segment_is_unauthorized() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let mangled = url.replace("Mailboxes('", "Mailbox('");
+    let (status, _) = t
+        .import(&mangled, &create_body(&inbox, &item_stream("x")))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let counters = t.sim.counters();
+    assert_eq!(counters.import_requests, 1);
+    assert_eq!(counters.imports_rejected_unauthorized, 1);
+}

@@ -61,6 +61,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             "/admin/exchange/mailboxes/{mailbox}/folders/{folder}",
             get(get_folder),
         )
+        .route(
+            "/admin/exchange/mailboxes/{mailbox}/folders/{folder}/childFolders",
+            get(list_child_folders),
+        )
         .fallback(unknown_resource)
         .method_not_allowed_fallback(method_not_allowed)
         // Wraps the fallbacks too: every /v1.0 request is counted and must carry a valid token.
@@ -279,19 +283,63 @@ async fn list_folders(
     Path(mailbox_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> GraphResult {
-    let options = ListOptions::parse(&context, query.as_deref().unwrap_or(""))?;
+    folder_page(&shared, &context, &mailbox_id, None, query.as_deref())
+}
+
+/// `GET /admin/exchange/mailboxes/{mailboxId}/folders/{folderIdOrWellKnownName}/childFolders`, paged
+/// like the folder listing.
+async fn list_child_folders(
+    State(shared): State<Arc<Shared>>,
+    Extension(context): Extension<GraphContext>,
+    Path((mailbox_id, parent)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> GraphResult {
+    folder_page(
+        &shared,
+        &context,
+        &mailbox_id,
+        Some(&parent),
+        query.as_deref(),
+    )
+}
+
+/// One page of a mailbox's folders, or of one folder's children when `parent` is given.
+fn folder_page(
+    shared: &Shared,
+    context: &GraphContext,
+    mailbox_id: &str,
+    parent: Option<&str>,
+    query: Option<&str>,
+) -> GraphResult {
+    let options = ListOptions::parse(context, query.unwrap_or(""))?;
     let graph_url = shared.graph_url();
     let inner = shared.lock();
     let mailbox = inner
-        .mailbox(&mailbox_id)
-        .ok_or_else(|| unknown_mailbox(&context, &mailbox_id))?;
+        .mailbox(mailbox_id)
+        .ok_or_else(|| unknown_mailbox(context, mailbox_id))?;
+    let (folders, path): (Vec<&Folder>, String) = match parent {
+        None => (mailbox.folders.iter().collect(), "folders".to_owned()),
+        Some(parent) => {
+            let parent = find_folder(context, mailbox, parent)?;
+            let children = mailbox
+                .folders
+                .iter()
+                .filter(|f| f.parent_folder_id == parent.id)
+                .collect();
+            let path = format!(
+                "folders/{}/childFolders",
+                utf8_percent_encode(&parent.id, PATH_SEGMENT)
+            );
+            (children, path)
+        }
+    };
     let page_size = options.top.unwrap_or(inner.config.folder_page_size);
-    let total = mailbox.folders.len();
+    let total = folders.len();
     if options.skip > total {
-        return Err(bad_skiptoken(&context));
+        return Err(bad_skiptoken(context));
     }
     let end = (options.skip + page_size).min(total);
-    let value: Vec<Value> = mailbox.folders[options.skip..end]
+    let value: Vec<Value> = folders[options.skip..end]
         .iter()
         .map(|folder| options.select(folder_json(&graph_url, mailbox, folder)))
         .collect();
@@ -304,8 +352,8 @@ async fn list_folders(
     if end < total {
         // Graph's next links repeat the query and percent-encode the mailbox id.
         let mut next = format!(
-            "{graph_url}/admin/exchange/mailboxes/{}/folders?$top={page_size}&$skiptoken={}",
-            utf8_percent_encode(&mailbox_id, PATH_SEGMENT),
+            "{graph_url}/admin/exchange/mailboxes/{}/{path}?$top={page_size}&$skiptoken={}",
+            utf8_percent_encode(mailbox_id, PATH_SEGMENT),
             URL_SAFE_NO_PAD.encode(format!("folders:{end}")),
         );
         if let Some(select) = &options.select {
@@ -314,6 +362,24 @@ async fn list_folders(
         body.insert("@odata.nextLink".into(), next.into());
     }
     Ok(graph_json(StatusCode::OK, &Value::Object(body)))
+}
+
+/// A folder by id or case-insensitive well-known name, or Graph's 404.
+fn find_folder<'a>(
+    context: &GraphContext,
+    mailbox: &'a Mailbox,
+    id_or_name: &str,
+) -> Result<&'a Folder, GraphError> {
+    mailbox
+        .folder_by_id(id_or_name)
+        .or_else(|| mailbox.well_known_folder(id_or_name))
+        .ok_or_else(|| {
+            context.error(
+                StatusCode::NOT_FOUND,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            )
+        })
 }
 
 /// The query options the folder listing understands.
@@ -417,16 +483,7 @@ async fn get_folder(
     let mailbox = inner
         .mailbox(&mailbox_id)
         .ok_or_else(|| unknown_mailbox(&context, &mailbox_id))?;
-    let found = mailbox
-        .folder_by_id(&folder)
-        .or_else(|| mailbox.well_known_folder(&folder))
-        .ok_or_else(|| {
-            context.error(
-                StatusCode::NOT_FOUND,
-                "ErrorItemNotFound",
-                "The specified object was not found in the store.",
-            )
-        })?;
+    let found = find_folder(&context, mailbox, &folder)?;
     let mut body = folder_json(&graph_url, mailbox, found);
     body.as_object_mut()
         .expect("folder_json builds an object")

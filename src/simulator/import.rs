@@ -87,31 +87,29 @@ fn import(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ImportError> {
-    let mailbox_id = segment
-        .strip_prefix("Mailboxes('")
-        .and_then(|rest| rest.strip_suffix("')"))
-        .ok_or_else(|| {
-            fail(
-                StatusCode::NOT_FOUND,
-                "The requested resource was not found.",
-            )
-        })?
-        .to_owned();
-
     // Authenticate first, as the service does; the authtoken never appears in a message.
-    {
+    let mailbox_id = {
         let mut inner = shared.lock();
         inner.counters.import_requests += 1;
+        let mailbox_id = segment
+            .strip_prefix("Mailboxes('")
+            .and_then(|rest| rest.strip_suffix("')"))
+            .map(str::to_owned);
         let authtoken = single_authtoken(query.unwrap_or(""));
         let session_mailbox = authtoken.and_then(|token| inner.session_mailbox(&token));
-        if session_mailbox.as_deref() != Some(mailbox_id.as_str()) {
-            inner.counters.imports_rejected_unauthorized += 1;
-            return Err(fail(
-                StatusCode::UNAUTHORIZED,
-                "The import session is invalid, expired or revoked, or belongs to another mailbox. Create a new import session.",
-            ));
+        match (mailbox_id, session_mailbox) {
+            (Some(mailbox_id), Some(session_mailbox)) if mailbox_id == session_mailbox => {
+                mailbox_id
+            }
+            _ => {
+                inner.counters.imports_rejected_unauthorized += 1;
+                return Err(fail(
+                    StatusCode::UNAUTHORIZED,
+                    "The import session is invalid, expired or revoked, or belongs to another mailbox. Create a new import session.",
+                ));
+            }
         }
-    }
+    };
 
     // The URL is the credential; a bearer token next to it means the client mixed up its calls.
     if headers.contains_key(header::AUTHORIZATION) {
