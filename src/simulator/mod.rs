@@ -1,1 +1,289 @@
-//! An in-memory Exchange Online simulator (to be written).
+//! Plays Entra ID, Microsoft Graph and Exchange Online's import endpoint on one loopback origin, so the
+//! gateway can be tested end to end without a tenant.
+//!
+//! The simulator is a second, independent reading of `docs/upstream.md`: it imports nothing from the
+//! crate's `graph`, `auth` or `fts` modules, and where the documentation is silent it is at least as
+//! strict as the real service. One origin (`http://127.0.0.1:PORT`) serves:
+//!
+//! - `POST /{tenant}/oauth2/v2.0/token` (login.microsoftonline.com, [`login`]),
+//! - `/v1.0/...` (graph.microsoft.com, [`graph`]),
+//! - `POST /api/gv1.0/Mailboxes('{id}')/importItem?authtoken=...` (outlook.office365.com, [`import`]).
+//!
+//! Tests drive it over real sockets and inspect its state through [`Simulator`]'s methods.
+
+mod graph;
+mod import;
+mod login;
+mod state;
+mod stream;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use state::Shared;
+
+/// Tunables of a simulator instance.
+#[derive(Clone, Debug)]
+pub struct SimulatorConfig {
+    /// Lifetime of Graph access tokens (Entra's usual `expires_in` is 3599 s).
+    pub token_lifetime: Duration,
+    /// Lifetime of import sessions (undocumented upstream; an hour is a plausible guess).
+    pub session_lifetime: Duration,
+    /// Folders per page when the client sends no `$top`; must be 1..=999.
+    pub folder_page_size: usize,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            token_lifetime: Duration::from_secs(3599),
+            session_lifetime: Duration::from_secs(3600),
+            folder_page_size: 10,
+        }
+    }
+}
+
+/// The tenant, app and mailbox every simulator starts with.
+#[derive(Clone, Copy, Debug)]
+pub struct DemoTenant {
+    pub tenant_id: &'static str,
+    pub client_id: &'static str,
+    pub client_secret: &'static str,
+    pub mailbox_address: &'static str,
+    pub mailbox_id: &'static str,
+}
+
+/// Fixed identifiers so that a demo configuration can be written once; the secret is deliberately
+/// obviously fake.
+pub const DEMO: DemoTenant = DemoTenant {
+    tenant_id: "a7809c93-5d4e-4b1f-9c62-3e8d0f1b2a47",
+    client_id: "0f3c6e2d-7b1a-4c59-8e2f-6a4d9b1c3e75",
+    client_secret: "simulator-demo-secret-NOT-A-REAL-CREDENTIAL",
+    mailbox_address: "adele@contoso.com",
+    mailbox_id: "MBX:e0643f21-9a3b-4c5d-8e7f-0a1b2c3d4e5f@a7809c93-5d4e-4b1f-9c62-3e8d0f1b2a47",
+};
+
+/// What the simulator has seen and done, for tests to assert on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counters {
+    pub tokens_issued: u64,
+    pub token_requests_rejected: u64,
+    pub sessions_created: u64,
+    pub import_requests: u64,
+    pub imports_rejected_unauthorized: u64,
+    pub items_created: u64,
+    pub items_updated: u64,
+    /// Every request under `/v1.0`, authenticated or not.
+    pub graph_requests: u64,
+}
+
+/// An item as the simulated mailbox stores it.
+#[derive(Clone, Debug)]
+pub struct StoredItem {
+    pub item_id: String,
+    pub change_key: String,
+    pub folder_id: String,
+    /// The decoded item stream, exactly as imported.
+    pub data: bytes::Bytes,
+    /// 1 when created, +1 per update.
+    pub version: u32,
+}
+
+/// A handle on a running simulator; cheap to clone.
+///
+/// The server task runs until the runtime shuts down: dropping every handle does not stop it, so a
+/// test may keep only the URLs.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("base_url", &self.shared.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Upper bound on a request body; items can be up to 150 MB, which base64 grows by a third.
+const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+impl Simulator {
+    /// Serves the simulator on `listener` (already bound, so it is ready when this returns).
+    pub async fn start(
+        listener: TcpListener,
+        config: SimulatorConfig,
+    ) -> std::io::Result<Simulator> {
+        if !(1..=999).contains(&config.folder_page_size) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "SimulatorConfig::folder_page_size must be between 1 and 999, got {}",
+                    config.folder_page_size
+                ),
+            ));
+        }
+        let addr = listener.local_addr()?;
+        // A listener on 0.0.0.0 or :: is reachable on loopback; URLs must name a concrete address.
+        let ip = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let base_url = format!("http://{}", SocketAddr::new(ip, addr.port()));
+        let shared = Shared::new(base_url, config);
+        let app = router(shared.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "simulator server stopped");
+            }
+        });
+        Ok(Simulator { shared })
+    }
+
+    /// `http://127.0.0.1:PORT`: the login authority and the origin of import URLs.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// `base_url` + `/v1.0`.
+    pub fn graph_url(&self) -> String {
+        self.shared.graph_url()
+    }
+
+    /// Creates a user `address` with a mailbox holding the standard folders; returns the mailbox id.
+    ///
+    /// Panics if the address is taken (a test bug).
+    pub fn add_mailbox(&self, address: &str) -> String {
+        let mut inner = self.shared.lock();
+        let mailbox_id = state::new_mailbox_id(&inner.tenant_id);
+        inner.create_user(state::new_user_id(), address, mailbox_id.clone());
+        mailbox_id
+    }
+
+    /// Creates the auto-expanded archive of a primary mailbox (with the standard folders) and returns
+    /// its id; returns the existing archive's id if there is one. Panics on an unknown mailbox.
+    pub fn add_archive(&self, mailbox_id: &str) -> String {
+        self.shared.lock().add_archive(mailbox_id)
+    }
+
+    /// The id of a mailbox's well-known folder (name case-insensitive).
+    pub fn folder_id(&self, mailbox_id: &str, well_known_name: &str) -> Option<String> {
+        let inner = self.shared.lock();
+        let mailbox = inner.mailbox(mailbox_id)?;
+        Some(mailbox.well_known_folder(well_known_name)?.id.clone())
+    }
+
+    /// Adds `count` user folders (no well-known name) under the root, so that paging can be tested.
+    /// Panics on an unknown mailbox.
+    pub fn add_folders(&self, mailbox_id: &str, count: usize) {
+        let mut inner = self.shared.lock();
+        inner
+            .mailbox_mut(mailbox_id)
+            .unwrap_or_else(|| panic!("the simulator has no mailbox {mailbox_id}"))
+            .add_user_folders(count);
+    }
+
+    /// Registers a certificate credential for the demo app. The PEM may also hold the private key;
+    /// only the CERTIFICATE block is read. Panics if there is no parsable RSA certificate.
+    pub fn register_certificate(&self, cert_pem: &str) {
+        let certificate = login::parse_certificate(cert_pem)
+            .unwrap_or_else(|error| panic!("cannot register certificate: {error}"));
+        self.shared.lock().app.certificates.push(certificate);
+    }
+
+    /// Trusts RS256 JWTs from `issuer` about `subject`, signed by the key in `public_key_pem`, as
+    /// federated credentials of the demo app. Panics if the key is not an RSA public key.
+    pub fn register_federated_issuer(&self, issuer: &str, subject: &str, public_key_pem: &str) {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_key_pem.as_bytes())
+            .unwrap_or_else(|error| panic!("cannot register federated issuer key: {error}"));
+        self.shared
+            .lock()
+            .app
+            .federated
+            .push(state::FederatedIssuer {
+                issuer: issuer.to_owned(),
+                subject: subject.to_owned(),
+                key,
+            });
+    }
+
+    /// Lifetime of access tokens issued from now on.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().config.token_lifetime = lifetime;
+    }
+
+    /// Lifetime of import sessions created from now on.
+    pub fn set_session_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().config.session_lifetime = lifetime;
+    }
+
+    /// Invalidates every import session issued so far (importItem then answers 401).
+    pub fn revoke_sessions(&self) {
+        self.shared.lock().sessions.clear();
+    }
+
+    /// Invalidates every Graph access token issued so far (Graph then answers 401).
+    pub fn revoke_tokens(&self) {
+        self.shared.lock().tokens.clear();
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters.clone()
+    }
+
+    /// The items stored in a mailbox, in creation order. Panics on an unknown mailbox.
+    pub fn items(&self, mailbox_id: &str) -> Vec<StoredItem> {
+        let inner = self.shared.lock();
+        inner
+            .mailbox(mailbox_id)
+            .unwrap_or_else(|| panic!("the simulator has no mailbox {mailbox_id}"))
+            .items
+            .clone()
+    }
+}
+
+/// The fresh GUID of one request, echoed as the `request-id` header (and inside Graph errors).
+#[derive(Clone, Debug)]
+pub(crate) struct RequestId(pub String);
+
+/// Assembles every route of the three simulated hosts.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(login::token))
+        .route(
+            "/api/gv1.0/{segment}/importItem",
+            // Item streams may be far larger than axum's 2 MB default body limit.
+            post(import::import_item).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
+        .nest("/v1.0", graph::router(shared.clone()))
+        .fallback(graph::unknown_resource)
+        .method_not_allowed_fallback(graph::method_not_allowed)
+        // Outermost, so that every response, errors and fallbacks included, carries a request-id.
+        .layer(middleware::from_fn(assign_request_id))
+        .with_state(shared)
+}
+
+/// Gives each request a fresh `request-id`, visible to handlers and set on the response.
+async fn assign_request_id(mut request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        "request-id",
+        HeaderValue::from_str(&id).expect("a GUID is a valid header value"),
+    );
+    response
+}

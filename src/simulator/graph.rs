@@ -1,0 +1,589 @@
+//! Serves the Microsoft Graph endpoints the gateway uses (`/v1.0/...`), with Graph's bearer check,
+//! request-id headers and error shape.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{json, Map, Value};
+
+use super::state::{Folder, Inner, Mailbox, Shared, TokenProblem};
+use super::RequestId;
+
+/// The content type Graph puts on its JSON answers; clients must not insist on a bare
+/// `application/json`.
+const GRAPH_JSON: &str =
+    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+
+/// What Graph percent-encodes in a path segment of its next links: `MBX:..@..` becomes `MBX%3A..%40..`.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Largest `$top` accepted on the folder listing.
+const MAX_TOP: usize = 999;
+
+/// Properties of a `mailboxFolder`, the only names `$select` accepts.
+const FOLDER_PROPERTIES: [&str; 8] = [
+    "id",
+    "displayName",
+    "parentFolderId",
+    "parentMailboxUrl",
+    "childFolderCount",
+    "totalItemCount",
+    "type",
+    "wellKnownName",
+];
+
+/// The `/v1.0` routes, behind the bearer-token check.
+pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/users/{user}/settings/exchange", get(exchange_settings))
+        .route(
+            "/admin/exchange/mailboxes/{mailbox}/createImportSession",
+            post(create_import_session),
+        )
+        .route(
+            "/admin/exchange/mailboxes/{mailbox}/folders",
+            get(list_folders),
+        )
+        .route(
+            "/admin/exchange/mailboxes/{mailbox}/folders/{folder}",
+            get(get_folder),
+        )
+        .route(
+            "/admin/exchange/mailboxes/{mailbox}/folders/{folder}/childFolders",
+            get(list_child_folders),
+        )
+        .fallback(unknown_resource)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Wraps the fallbacks too: every /v1.0 request is counted and must carry a valid token.
+        .layer(middleware::from_fn_with_state(shared, authenticate))
+}
+
+/// The ids a Graph error repeats in its `innerError`.
+#[derive(Clone, Debug)]
+pub(crate) struct GraphContext {
+    request_id: String,
+    client_request_id: Option<String>,
+}
+
+impl GraphContext {
+    fn new(request_id: &RequestId, headers: &HeaderMap) -> GraphContext {
+        GraphContext {
+            request_id: request_id.0.clone(),
+            client_request_id: headers
+                .get("client-request-id")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+
+    fn error(
+        &self,
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> GraphError {
+        GraphError {
+            status,
+            code,
+            message: message.into(),
+            context: self.clone(),
+        }
+    }
+}
+
+/// A Graph-shaped error: `{"error": {"code", "message", "innerError": {...}}}`.
+#[derive(Debug)]
+pub(crate) struct GraphError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    context: GraphContext,
+}
+
+impl IntoResponse for GraphError {
+    fn into_response(self) -> Response {
+        // Graph fills client-request-id with its own request-id when the client sent none.
+        let client_request_id = self
+            .context
+            .client_request_id
+            .unwrap_or_else(|| self.context.request_id.clone());
+        let body = json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "innerError": {
+                    "date": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    "request-id": self.context.request_id,
+                    "client-request-id": client_request_id,
+                }
+            }
+        });
+        graph_json(self.status, &body)
+    }
+}
+
+/// Counts the request, checks its bearer token, and echoes `client-request-id`.
+async fn authenticate(
+    State(shared): State<Arc<Shared>>,
+    Extension(request_id): Extension<RequestId>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let context = GraphContext::new(&request_id, request.headers());
+    let echo = request.headers().get("client-request-id").cloned();
+    let verdict = {
+        let mut inner = shared.lock();
+        inner.counters.graph_requests += 1;
+        check_bearer(&mut inner, request.headers())
+    };
+    let mut response = match verdict {
+        Ok(()) => {
+            request.extensions_mut().insert(context);
+            next.run(request).await
+        }
+        Err(message) => {
+            let mut response = context
+                .error(
+                    StatusCode::UNAUTHORIZED,
+                    "InvalidAuthenticationToken",
+                    message,
+                )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    };
+    if let Some(value) = echo {
+        response.headers_mut().insert("client-request-id", value);
+    }
+    response
+}
+
+/// Accepts `Authorization: Bearer <token>` naming a token we issued that is neither expired nor
+/// revoked; otherwise returns Graph's message for the failure.
+fn check_bearer(inner: &mut Inner, headers: &HeaderMap) -> Result<(), &'static str> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or("Access token is empty.")?;
+    match inner.token_is_valid(token) {
+        Ok(()) => Ok(()),
+        Err(TokenProblem::Expired) => Err("Lifetime validation failed, the token is expired."),
+        Err(TokenProblem::Unknown) => Err("Access token validation failure."),
+    }
+}
+
+type GraphResult = Result<Response, GraphError>;
+
+/// `GET /users/{idOrUpn}/settings/exchange`.
+async fn exchange_settings(
+    State(shared): State<Arc<Shared>>,
+    Extension(context): Extension<GraphContext>,
+    Path(user): Path<String>,
+) -> GraphResult {
+    let graph_url = shared.graph_url();
+    let inner = shared.lock();
+    let user = inner.user(&user).ok_or_else(|| {
+        context.error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            format!(
+                "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        )
+    })?;
+    let body = json!({
+        "@odata.context": format!("{graph_url}/$metadata#users('{}')/settings/exchange/$entity", user.id),
+        "id": user.id,
+        "primaryMailboxId": user.primary_mailbox_id,
+        "inPlaceArchiveMailboxId": user.archive_mailbox_id,
+    });
+    Ok(graph_json(StatusCode::OK, &body))
+}
+
+/// `POST /admin/exchange/mailboxes/{mailboxId}/createImportSession`.
+async fn create_import_session(
+    State(shared): State<Arc<Shared>>,
+    Extension(context): Extension<GraphContext>,
+    Path(mailbox_id): Path<String>,
+    body: Bytes,
+) -> GraphResult {
+    check_no_parameters(&context, &body, "createImportSession")?;
+    let mut inner = shared.lock();
+    if inner.mailbox(&mailbox_id).is_none() {
+        return Err(unknown_mailbox(&context, &mailbox_id));
+    }
+    let (authtoken, lifetime) = inner.create_session(&mailbox_id);
+    drop(inner);
+    let expires =
+        chrono::Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+    let body = json!({
+        "@odata.context": format!("{}/$metadata#microsoft.graph.mailboxItemImportSession", shared.graph_url()),
+        // The mailbox id goes into the URL raw, as in the documentation's example.
+        "importUrl": format!(
+            "{}/api/gv1.0/Mailboxes('{mailbox_id}')/importItem?authtoken={authtoken}",
+            shared.base_url
+        ),
+        "expirationDateTime": seven_digit_timestamp(expires),
+    });
+    Ok(graph_json(StatusCode::CREATED, &body))
+}
+
+/// The action takes no parameters: like OData, accept an empty body or `{}`, reject anything else.
+fn check_no_parameters(
+    context: &GraphContext,
+    body: &[u8],
+    action: &str,
+) -> Result<(), GraphError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => match fields.keys().next() {
+            None => Ok(()),
+            Some(name) => Err(context.error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
+                    "The parameter '{name}' in the request payload is not a valid parameter for the operation '{action}'."
+                ),
+            )),
+        },
+        _ => Err(context.error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "The request payload is not valid JSON.",
+        )),
+    }
+}
+
+/// `GET /admin/exchange/mailboxes/{mailboxId}/folders`, paged with `$top` and `$skiptoken`.
+async fn list_folders(
+    State(shared): State<Arc<Shared>>,
+    Extension(context): Extension<GraphContext>,
+    Path(mailbox_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> GraphResult {
+    folder_page(&shared, &context, &mailbox_id, None, query.as_deref())
+}
+
+/// `GET /admin/exchange/mailboxes/{mailboxId}/folders/{folderIdOrWellKnownName}/childFolders`, paged
+/// like the folder listing.
+async fn list_child_folders(
+    State(shared): State<Arc<Shared>>,
+    Extension(context): Extension<GraphContext>,
+    Path((mailbox_id, parent)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> GraphResult {
+    folder_page(
+        &shared,
+        &context,
+        &mailbox_id,
+        Some(&parent),
+        query.as_deref(),
+    )
+}
+
+/// One page of a mailbox's folders, or of one folder's children when `parent` is given.
+fn folder_page(
+    shared: &Shared,
+    context: &GraphContext,
+    mailbox_id: &str,
+    parent: Option<&str>,
+    query: Option<&str>,
+) -> GraphResult {
+    let options = ListOptions::parse(context, query.unwrap_or(""))?;
+    let graph_url = shared.graph_url();
+    let inner = shared.lock();
+    let mailbox = inner
+        .mailbox(mailbox_id)
+        .ok_or_else(|| unknown_mailbox(context, mailbox_id))?;
+    let (folders, path): (Vec<&Folder>, String) = match parent {
+        None => (mailbox.folders.iter().collect(), "folders".to_owned()),
+        Some(parent) => {
+            let parent = find_folder(context, mailbox, parent)?;
+            let children = mailbox
+                .folders
+                .iter()
+                .filter(|f| f.parent_folder_id == parent.id)
+                .collect();
+            let path = format!(
+                "folders/{}/childFolders",
+                utf8_percent_encode(&parent.id, PATH_SEGMENT)
+            );
+            (children, path)
+        }
+    };
+    let page_size = options.top.unwrap_or(inner.config.folder_page_size);
+    let total = folders.len();
+    if options.skip > total {
+        return Err(bad_skiptoken(context));
+    }
+    let end = (options.skip + page_size).min(total);
+    let value: Vec<Value> = folders[options.skip..end]
+        .iter()
+        .map(|folder| options.select(folder_json(&graph_url, mailbox, folder)))
+        .collect();
+    let mut body = Map::new();
+    body.insert(
+        "@odata.context".into(),
+        format!("{graph_url}/$metadata#admin/exchange/mailboxes('{mailbox_id}')/folders").into(),
+    );
+    body.insert("value".into(), value.into());
+    if end < total {
+        // Graph's next links repeat the query and percent-encode the mailbox id.
+        let mut next = format!(
+            "{graph_url}/admin/exchange/mailboxes/{}/{path}?$top={page_size}&$skiptoken={}",
+            utf8_percent_encode(mailbox_id, PATH_SEGMENT),
+            URL_SAFE_NO_PAD.encode(format!("folders:{end}")),
+        );
+        if let Some(select) = &options.select {
+            next.push_str(&format!("&$select={}", select.join(",")));
+        }
+        body.insert("@odata.nextLink".into(), next.into());
+    }
+    Ok(graph_json(StatusCode::OK, &Value::Object(body)))
+}
+
+/// A folder by id or case-insensitive well-known name, or Graph's 404.
+fn find_folder<'a>(
+    context: &GraphContext,
+    mailbox: &'a Mailbox,
+    id_or_name: &str,
+) -> Result<&'a Folder, GraphError> {
+    mailbox
+        .folder_by_id(id_or_name)
+        .or_else(|| mailbox.well_known_folder(id_or_name))
+        .ok_or_else(|| {
+            context.error(
+                StatusCode::NOT_FOUND,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            )
+        })
+}
+
+/// The query options the folder listing understands.
+struct ListOptions {
+    top: Option<usize>,
+    skip: usize,
+    select: Option<Vec<String>>,
+}
+
+impl ListOptions {
+    fn parse(context: &GraphContext, query: &str) -> Result<ListOptions, GraphError> {
+        let bad = |message: String| context.error(StatusCode::BAD_REQUEST, "BadRequest", message);
+        let mut options = ListOptions {
+            top: None,
+            skip: 0,
+            select: None,
+        };
+        let mut seen = Vec::new();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            // Parameters without `$` are not OData system query options; Graph ignores them.
+            if !name.starts_with('$') {
+                continue;
+            }
+            if seen.contains(&name) {
+                return Err(bad(format!("Query option '{name}' was specified more than once, but it must be specified at most once.")));
+            }
+            seen.push(name.clone());
+            match name.as_ref() {
+                "$top" => {
+                    let top = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|top| (1..=MAX_TOP).contains(top))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "Invalid value '{value}' for query option '$top': expected an integer from 1 to {MAX_TOP}."
+                            ))
+                        })?;
+                    options.top = Some(top);
+                }
+                "$skiptoken" => {
+                    options.skip =
+                        decode_skiptoken(&value).ok_or_else(|| bad_skiptoken(context))?;
+                }
+                "$select" => {
+                    let names: Vec<String> =
+                        value.split(',').map(|n| n.trim().to_owned()).collect();
+                    if let Some(unknown) = names
+                        .iter()
+                        .find(|n| !FOLDER_PROPERTIES.contains(&n.as_str()))
+                    {
+                        return Err(bad(format!(
+                            "Could not find a property named '{unknown}' on type 'microsoft.graph.mailboxFolder'."
+                        )));
+                    }
+                    options.select = Some(names);
+                }
+                // $filter, $orderby, $count, ... exist on the real service but are not simulated;
+                // refusing them keeps a client from silently getting unfiltered results.
+                _ => {
+                    return Err(bad(format!(
+                        "Query option '{name}' is not supported by the simulator."
+                    )))
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    /// Applies `$select`; `id` is always returned, as Graph does for Outlook entities.
+    fn select(&self, folder: Value) -> Value {
+        let (Some(names), Value::Object(mut fields)) = (&self.select, folder.clone()) else {
+            return folder;
+        };
+        fields.retain(|key, _| key == "id" || names.iter().any(|n| n == key));
+        Value::Object(fields)
+    }
+}
+
+fn decode_skiptoken(token: &str) -> Option<usize> {
+    let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
+    decoded.strip_prefix("folders:")?.parse().ok()
+}
+
+fn bad_skiptoken(context: &GraphContext) -> GraphError {
+    context.error(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "The $skiptoken is not valid. Follow @odata.nextLink as returned.",
+    )
+}
+
+/// `GET /admin/exchange/mailboxes/{mailboxId}/folders/{folderIdOrWellKnownName}`.
+async fn get_folder(
+    State(shared): State<Arc<Shared>>,
+    Extension(context): Extension<GraphContext>,
+    Path((mailbox_id, folder)): Path<(String, String)>,
+) -> GraphResult {
+    let graph_url = shared.graph_url();
+    let inner = shared.lock();
+    let mailbox = inner
+        .mailbox(&mailbox_id)
+        .ok_or_else(|| unknown_mailbox(&context, &mailbox_id))?;
+    let found = find_folder(&context, mailbox, &folder)?;
+    let mut body = folder_json(&graph_url, mailbox, found);
+    body.as_object_mut()
+        .expect("folder_json builds an object")
+        .insert(
+            "@odata.context".into(),
+            format!(
+                "{graph_url}/$metadata#admin/exchange/mailboxes('{mailbox_id}')/folders/$entity"
+            )
+            .into(),
+        );
+    Ok(graph_json(StatusCode::OK, &body))
+}
+
+fn folder_json(graph_url: &str, mailbox: &Mailbox, folder: &Folder) -> Value {
+    json!({
+        "id": folder.id,
+        "displayName": folder.display_name,
+        "parentFolderId": folder.parent_folder_id,
+        "parentMailboxUrl": format!("{graph_url}/admin/exchange/mailboxes/{}", mailbox.id),
+        "childFolderCount": mailbox.child_count(&folder.id),
+        "totalItemCount": mailbox.item_count(&folder.id),
+        "type": folder.class,
+        "wellKnownName": folder.well_known_name,
+    })
+}
+
+/// Graph's answer for a mailbox id it does not know. The real code is undocumented; Exchange's
+/// `ErrorInvalidMailbox` family is the closest documented vocabulary, and 404 says "not there"
+/// without suggesting the request itself was malformed.
+fn unknown_mailbox(context: &GraphContext, mailbox_id: &str) -> GraphError {
+    context.error(
+        StatusCode::NOT_FOUND,
+        "ErrorInvalidMailbox",
+        format!("The mailbox '{mailbox_id}' was not found."),
+    )
+}
+
+/// Fallback for any path no route matches (inside `/v1.0` and on the rest of the origin).
+pub(crate) async fn unknown_resource(
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> GraphError {
+    GraphContext::new(&request_id, &headers).error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        format!(
+            "No resource was found matching the request URI '{}'.",
+            uri.path()
+        ),
+    )
+}
+
+/// Fallback for a known path with the wrong method.
+pub(crate) async fn method_not_allowed(
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    method: Method,
+) -> GraphError {
+    GraphContext::new(&request_id, &headers).error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Request_BadRequest",
+        format!("Specified HTTP method '{method}' is not allowed for the request target."),
+    )
+}
+
+fn graph_json(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(GRAPH_JSON))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// RFC 3339 in UTC with seven fractional digits, as Graph writes `expirationDateTime`.
+pub(crate) fn seven_digit_timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    // Leap-second nanoseconds run past 999,999,999; clamp rather than print eight digits.
+    let ticks = (at.timestamp_subsec_nanos() / 100).min(9_999_999);
+    format!("{}.{ticks:07}Z", at.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_have_seven_fractional_digits() {
+        let at = chrono::Utc
+            .with_ymd_and_hms(2024, 10, 17, 19, 0, 48)
+            .unwrap()
+            + chrono::Duration::nanoseconds(105_290_600);
+        assert_eq!(seven_digit_timestamp(at), "2024-10-17T19:00:48.1052906Z");
+    }
+
+    #[test]
+    fn skiptokens_round_trip_and_reject_garbage() {
+        let token = URL_SAFE_NO_PAD.encode("folders:20");
+        assert_eq!(decode_skiptoken(&token), Some(20));
+        assert_eq!(decode_skiptoken("not-a-token"), None);
+    }
+}

@@ -1,0 +1,288 @@
+//! Plays Exchange Online's pre-authenticated `importItem` endpoint: session check, strict body
+//! validation, and item create/update, with its non-Graph `{"Message": ...}` errors.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::state::{new_change_key, Shared};
+use super::stream;
+
+/// `POST /api/gv1.0/Mailboxes('{mailboxId}')/importItem?authtoken=...`.
+pub(crate) async fn import_item(
+    State(shared): State<Arc<Shared>>,
+    Path(segment): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match import(&shared, &segment, query.as_deref(), &headers, &body) {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// An importItem error: a status and Exchange's `{"Message": ...}` body.
+#[derive(Debug)]
+struct ImportError {
+    status: StatusCode,
+    message: String,
+}
+
+fn fail(status: StatusCode, message: impl Into<String>) -> ImportError {
+    ImportError {
+        status,
+        message: message.into(),
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ImportError {
+    fail(StatusCode::BAD_REQUEST, message)
+}
+
+impl IntoResponse for ImportError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            json!({ "Message": self.message }).to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// The documented body, and nothing else: unknown fields are refused, names are case-sensitive.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    #[serde(rename = "FolderId")]
+    folder_id: Option<String>,
+    #[serde(rename = "Mode")]
+    mode: Option<String>,
+    #[serde(rename = "Data")]
+    data: Option<String>,
+    #[serde(rename = "ItemId")]
+    item_id: Option<String>,
+    #[serde(rename = "ChangeKey")]
+    change_key: Option<String>,
+}
+
+/// What a valid request asks for.
+enum Mode {
+    Create,
+    Update { item_id: String, change_key: String },
+}
+
+fn import(
+    shared: &Shared,
+    segment: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ImportError> {
+    // Authenticate first, as the service does; the authtoken never appears in a message.
+    let mailbox_id = {
+        let mut inner = shared.lock();
+        inner.counters.import_requests += 1;
+        let mailbox_id = segment
+            .strip_prefix("Mailboxes('")
+            .and_then(|rest| rest.strip_suffix("')"))
+            .map(str::to_owned);
+        let authtoken = single_authtoken(query.unwrap_or(""));
+        let session_mailbox = authtoken.and_then(|token| inner.session_mailbox(&token));
+        match (mailbox_id, session_mailbox) {
+            (Some(mailbox_id), Some(session_mailbox)) if mailbox_id == session_mailbox => {
+                mailbox_id
+            }
+            _ => {
+                inner.counters.imports_rejected_unauthorized += 1;
+                return Err(fail(
+                    StatusCode::UNAUTHORIZED,
+                    "The import session is invalid, expired or revoked, or belongs to another mailbox. Create a new import session.",
+                ));
+            }
+        }
+    };
+
+    // The URL is the credential; a bearer token next to it means the client mixed up its calls.
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(bad_request(
+            "The import URL is pre-authenticated; the request must not carry an Authorization header.",
+        ));
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(fail(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "The request Content-Type must be application/json.",
+        ));
+    }
+
+    let (folder_id, mode, data) = parse_body(body)?;
+
+    // Nothing awaits while the lock is held.
+    let mut inner = shared.lock();
+    let in_session_mailbox = inner
+        .mailbox(&mailbox_id)
+        .is_some_and(|mailbox| mailbox.folder_by_id(&folder_id).is_some());
+    if !in_session_mailbox {
+        // Only ids are accepted: whether well-known names work here is undocumented, so the strict
+        // reading refuses them like any other unknown folder.
+        let archive = inner.mailboxes.iter().find(|m| {
+            m.archive_of.as_deref() == Some(mailbox_id.as_str())
+                && m.folder_by_id(&folder_id).is_some()
+        });
+        return Err(match archive {
+            Some(archive) => fail(
+                StatusCode::CONFLICT,
+                format!(
+                    "Invalid import session. The target session is expected in mailbox {}",
+                    archive.id
+                ),
+            ),
+            None => fail(
+                StatusCode::NOT_FOUND,
+                "ErrorFolderNotFound: The specified folder could not be found in the store.",
+            ),
+        });
+    }
+    let mailbox = inner.mailbox_mut(&mailbox_id).expect("checked above");
+    let (item_id, change_key, updated) = match mode {
+        Mode::Create => {
+            let item = mailbox.create_item(&folder_id, data);
+            (item.item_id.clone(), item.change_key.clone(), false)
+        }
+        Mode::Update {
+            item_id,
+            change_key,
+        } => {
+            let item = mailbox
+                .items
+                .iter_mut()
+                .find(|item| item.item_id == item_id && item.folder_id == folder_id)
+                .ok_or_else(|| {
+                    fail(
+                        StatusCode::NOT_FOUND,
+                        "ErrorItemNotFound: The specified object was not found in the store.",
+                    )
+                })?;
+            if item.change_key != change_key {
+                return Err(fail(
+                    StatusCode::CONFLICT,
+                    "ErrorIrresolvableConflict: The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
+                ));
+            }
+            // An update is a full replace of the item.
+            item.data = data;
+            item.change_key = new_change_key();
+            item.version += 1;
+            (item.item_id.clone(), item.change_key.clone(), true)
+        }
+    };
+    if updated {
+        inner.counters.items_updated += 1;
+    } else {
+        inner.counters.items_created += 1;
+    }
+    drop(inner);
+
+    let body = json!({
+        "@odata.context": format!("{}/api/gv1.0/$metadata#Microsoft.OutlookServices.ImportItemResponse", shared.base_url),
+        "itemId": item_id,
+        "changeKey": change_key,
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+/// The `authtoken` query parameter, if there is exactly one.
+fn single_authtoken(query: &str) -> Option<String> {
+    let mut tokens = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(name, _)| name == "authtoken")
+        .map(|(_, value)| value.into_owned());
+    match (tokens.next(), tokens.next()) {
+        (Some(token), None) => Some(token),
+        _ => None,
+    }
+}
+
+/// Validates the body field by field; returns the folder id, mode and decoded item stream.
+fn parse_body(body: &[u8]) -> Result<(String, Mode, Bytes), ImportError> {
+    let body: ImportBody = serde_json::from_slice(body).map_err(|error| {
+        bad_request(format!(
+            "The request body is not a valid import request: {error}."
+        ))
+    })?;
+    let folder_id = body
+        .folder_id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| bad_request("The FolderId field is required."))?;
+    let mode = body
+        .mode
+        .ok_or_else(|| bad_request("The Mode field is required."))?;
+    let data = body
+        .data
+        .ok_or_else(|| bad_request("The Data field is required."))?;
+    let mode = match mode.as_str() {
+        "create" => {
+            if body.item_id.is_some() || body.change_key.is_some() {
+                return Err(bad_request(
+                    "ItemId and ChangeKey must not be specified when Mode is 'create'.",
+                ));
+            }
+            Mode::Create
+        }
+        "update" => match (body.item_id, body.change_key) {
+            (Some(item_id), Some(change_key)) if !item_id.is_empty() && !change_key.is_empty() => {
+                Mode::Update {
+                    item_id,
+                    change_key,
+                }
+            }
+            _ => {
+                return Err(bad_request(
+                    "ItemId and ChangeKey are required when Mode is 'update'.",
+                ))
+            }
+        },
+        other => {
+            return Err(bad_request(format!(
+                "The Mode '{other}' is not valid; expected 'create' or 'update'."
+            )))
+        }
+    };
+    let data = STANDARD
+        .decode(data.as_bytes())
+        .map_err(|_| bad_request("The Data field is not valid base64."))?;
+    let frames = stream::validate(&data).map_err(|error| {
+        bad_request(format!(
+            "The Data field is not a well-formed item stream: {error}."
+        ))
+    })?;
+    let property_bytes: usize = frames
+        .iter()
+        .filter(|frame| frame.opcode == stream::TRANSFER_BUFFER)
+        .map(|frame| frame.payload.len())
+        .sum();
+    tracing::debug!(
+        frames = frames.len(),
+        property_bytes,
+        "simulator accepted an item stream"
+    );
+    Ok((folder_id, mode, Bytes::from(data)))
+}

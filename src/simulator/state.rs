@@ -1,0 +1,408 @@
+//! Holds everything the simulated tenant knows: its app, users, mailboxes, folders, items, issued
+//! tokens and import sessions, and the counters tests read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+use jsonwebtoken::DecodingKey;
+use rand::{Rng, RngCore};
+use tokio::time::Instant;
+
+use super::{Counters, SimulatorConfig, StoredItem, DEMO};
+
+/// The object id of the demo user (the `id` in `settings/exchange`); not part of [`DEMO`] because
+/// clients never need it.
+const DEMO_USER_ID: &str = "3f6a1c2e-8b4d-4e7a-9c1f-5d2b8e0a7c34";
+
+/// The standard folders every mailbox starts with: (well-known name, display name). The first one is
+/// the root of the visible tree and the parent of all others.
+const STANDARD_FOLDERS: [(&str, &str); 17] = [
+    ("msgfolderroot", "Top of Information Store"),
+    ("inbox", "Inbox"),
+    ("sentitems", "Sent Items"),
+    ("drafts", "Drafts"),
+    ("deleteditems", "Deleted Items"),
+    ("archive", "Archive"),
+    ("junkemail", "Junk Email"),
+    ("outbox", "Outbox"),
+    ("conversationhistory", "Conversation History"),
+    ("recoverableitemsdeletions", "Deletions"),
+    ("scheduled", "Scheduled"),
+    ("searchfolders", "Finder"),
+    ("clutter", "Clutter"),
+    ("conflicts", "Conflicts"),
+    ("localfailures", "Local Failures"),
+    ("serverfailures", "Server Failures"),
+    ("syncissues", "Sync Issues"),
+];
+
+/// Shared state behind every handler and every [`super::Simulator`] handle.
+///
+/// The lock is a std `Mutex` because no code path awaits while holding it: handlers lock, read or
+/// mutate, and unlock before building their response.
+pub(crate) struct Shared {
+    /// `http://127.0.0.1:PORT`, the one origin that plays all three Microsoft hosts.
+    pub base_url: String,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub fn new(base_url: String, config: SimulatorConfig) -> Arc<Shared> {
+        let mut inner = Inner {
+            config,
+            tenant_id: DEMO.tenant_id.to_owned(),
+            app: App {
+                client_id: DEMO.client_id.to_owned(),
+                client_secret: DEMO.client_secret.to_owned(),
+                certificates: Vec::new(),
+                federated: Vec::new(),
+            },
+            users: Vec::new(),
+            mailboxes: Vec::new(),
+            tokens: HashMap::new(),
+            sessions: HashMap::new(),
+            counters: Counters::default(),
+        };
+        inner.create_user(
+            DEMO_USER_ID.to_owned(),
+            DEMO.mailbox_address,
+            DEMO.mailbox_id.to_owned(),
+        );
+        Arc::new(Shared {
+            base_url,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// Locks the state. Never hold the guard across an `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind, still usable by a test harness.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn graph_url(&self) -> String {
+        format!("{}/v1.0", self.base_url)
+    }
+}
+
+/// The mutable part of the simulated tenant.
+pub(crate) struct Inner {
+    pub config: SimulatorConfig,
+    pub tenant_id: String,
+    /// The one registered application (the demo app).
+    pub app: App,
+    pub users: Vec<User>,
+    /// Primary and archive mailboxes, in creation order.
+    pub mailboxes: Vec<Mailbox>,
+    /// Graph access token → expiry.
+    pub tokens: HashMap<String, Instant>,
+    /// Import session authtoken → session.
+    pub sessions: HashMap<String, Session>,
+    pub counters: Counters,
+}
+
+/// An app registration and the credentials it accepts.
+pub(crate) struct App {
+    pub client_id: String,
+    pub client_secret: String,
+    pub certificates: Vec<Certificate>,
+    pub federated: Vec<FederatedIssuer>,
+}
+
+/// A certificate credential, indexed by both thumbprints a client may name in its assertion header.
+pub(crate) struct Certificate {
+    pub sha1: [u8; 20],
+    pub sha256: [u8; 32],
+    /// PKCS#1 `RSAPublicKey` DER, straight from the certificate's SubjectPublicKeyInfo.
+    pub public_key_der: Vec<u8>,
+}
+
+/// A federated identity credential: tokens from `issuer` about `subject`, signed by `key`.
+pub(crate) struct FederatedIssuer {
+    pub issuer: String,
+    pub subject: String,
+    pub key: DecodingKey,
+}
+
+/// A directory user with an Exchange mailbox.
+pub(crate) struct User {
+    pub id: String,
+    pub address: String,
+    pub primary_mailbox_id: String,
+    pub archive_mailbox_id: Option<String>,
+}
+
+pub(crate) struct Mailbox {
+    pub id: String,
+    /// For an archive mailbox, the primary mailbox it belongs to.
+    pub archive_of: Option<String>,
+    /// Folders in creation order; the listing pages through them in this order.
+    pub folders: Vec<Folder>,
+    pub items: Vec<StoredItem>,
+}
+
+pub(crate) struct Folder {
+    pub id: String,
+    pub display_name: String,
+    pub parent_folder_id: String,
+    pub well_known_name: Option<&'static str>,
+    pub class: &'static str,
+}
+
+/// An import session: its authtoken is the key of [`Inner::sessions`].
+pub(crate) struct Session {
+    pub mailbox_id: String,
+    pub expires: Instant,
+}
+
+impl Inner {
+    pub fn create_user(&mut self, id: String, address: &str, mailbox_id: String) {
+        assert!(
+            self.user(address).is_none(),
+            "the simulator already has a user {address}"
+        );
+        self.mailboxes
+            .push(Mailbox::with_standard_folders(mailbox_id.clone(), None));
+        self.users.push(User {
+            id,
+            address: address.to_owned(),
+            primary_mailbox_id: mailbox_id,
+            archive_mailbox_id: None,
+        });
+    }
+
+    /// Finds a user by object id or by address (case-insensitive, as Entra treats UPNs).
+    pub fn user(&self, id_or_upn: &str) -> Option<&User> {
+        self.users.iter().find(|u| {
+            u.id.eq_ignore_ascii_case(id_or_upn) || u.address.eq_ignore_ascii_case(id_or_upn)
+        })
+    }
+
+    pub fn mailbox(&self, mailbox_id: &str) -> Option<&Mailbox> {
+        self.mailboxes.iter().find(|m| m.id == mailbox_id)
+    }
+
+    pub fn mailbox_mut(&mut self, mailbox_id: &str) -> Option<&mut Mailbox> {
+        self.mailboxes.iter_mut().find(|m| m.id == mailbox_id)
+    }
+
+    /// Creates an archive for a primary mailbox, or returns the one it already has.
+    pub fn add_archive(&mut self, mailbox_id: &str) -> String {
+        let tenant_id = self.tenant_id.clone();
+        let user = self
+            .users
+            .iter_mut()
+            .find(|u| u.primary_mailbox_id == mailbox_id)
+            .unwrap_or_else(|| panic!("the simulator has no primary mailbox {mailbox_id}"));
+        if let Some(existing) = &user.archive_mailbox_id {
+            return existing.clone();
+        }
+        let archive_id = new_mailbox_id(&tenant_id);
+        user.archive_mailbox_id = Some(archive_id.clone());
+        self.mailboxes.push(Mailbox::with_standard_folders(
+            archive_id.clone(),
+            Some(mailbox_id.to_owned()),
+        ));
+        archive_id
+    }
+
+    /// Issues a Graph access token that expires after the configured lifetime.
+    pub fn issue_token(&mut self) -> String {
+        let token = random_token();
+        let expires = Instant::now() + self.config.token_lifetime;
+        self.tokens.insert(token.clone(), expires);
+        self.counters.tokens_issued += 1;
+        token
+    }
+
+    /// Whether `token` was issued by us, is unrevoked and unexpired; expired tokens are forgotten.
+    pub fn token_is_valid(&mut self, token: &str) -> Result<(), TokenProblem> {
+        match self.tokens.get(token) {
+            None => Err(TokenProblem::Unknown),
+            Some(expires) if Instant::now() >= *expires => {
+                self.tokens.remove(token);
+                Err(TokenProblem::Expired)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Opens an import session on `mailbox_id`; returns its authtoken and lifetime.
+    pub fn create_session(&mut self, mailbox_id: &str) -> (String, Duration) {
+        let authtoken = random_token();
+        let lifetime = self.config.session_lifetime;
+        self.sessions.insert(
+            authtoken.clone(),
+            Session {
+                mailbox_id: mailbox_id.to_owned(),
+                expires: Instant::now() + lifetime,
+            },
+        );
+        self.counters.sessions_created += 1;
+        (authtoken, lifetime)
+    }
+
+    /// The mailbox an unexpired, unrevoked session belongs to; expired sessions are forgotten.
+    pub fn session_mailbox(&mut self, authtoken: &str) -> Option<String> {
+        let session = self.sessions.get(authtoken)?;
+        if Instant::now() >= session.expires {
+            self.sessions.remove(authtoken);
+            return None;
+        }
+        Some(session.mailbox_id.clone())
+    }
+}
+
+/// Why a bearer token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenProblem {
+    /// Never issued, or revoked.
+    Unknown,
+    Expired,
+}
+
+impl Mailbox {
+    fn with_standard_folders(id: String, archive_of: Option<String>) -> Mailbox {
+        // The store root, parent of `msgfolderroot`, is not listed, as in Exchange.
+        let store_root_id = new_folder_id();
+        let root_id = new_folder_id();
+        let folders = STANDARD_FOLDERS
+            .iter()
+            .enumerate()
+            .map(|(index, (well_known, display))| Folder {
+                id: if index == 0 {
+                    root_id.clone()
+                } else {
+                    new_folder_id()
+                },
+                display_name: (*display).to_owned(),
+                parent_folder_id: if index == 0 {
+                    store_root_id.clone()
+                } else {
+                    root_id.clone()
+                },
+                well_known_name: Some(well_known),
+                class: "IPF.Note",
+            })
+            .collect();
+        Mailbox {
+            id,
+            archive_of,
+            folders,
+            items: Vec::new(),
+        }
+    }
+
+    pub fn root_id(&self) -> &str {
+        &self.folders[0].id
+    }
+
+    /// Finds a folder by id (ids are case-sensitive base64).
+    pub fn folder_by_id(&self, id: &str) -> Option<&Folder> {
+        self.folders.iter().find(|f| f.id == id)
+    }
+
+    /// Finds a folder by well-known name (case-insensitive, as Graph treats them).
+    pub fn well_known_folder(&self, name: &str) -> Option<&Folder> {
+        self.folders.iter().find(|f| {
+            f.well_known_name
+                .is_some_and(|known| known.eq_ignore_ascii_case(name))
+        })
+    }
+
+    pub fn add_user_folders(&mut self, count: usize) {
+        let root_id = self.root_id().to_owned();
+        let first = self
+            .folders
+            .iter()
+            .filter(|f| f.well_known_name.is_none())
+            .count()
+            + 1;
+        for number in first..first + count {
+            self.folders.push(Folder {
+                id: new_folder_id(),
+                display_name: format!("Folder {number:03}"),
+                parent_folder_id: root_id.clone(),
+                well_known_name: None,
+                class: "IPF.Note",
+            });
+        }
+    }
+
+    pub fn child_count(&self, folder_id: &str) -> usize {
+        self.folders
+            .iter()
+            .filter(|f| f.parent_folder_id == folder_id)
+            .count()
+    }
+
+    pub fn item_count(&self, folder_id: &str) -> usize {
+        self.items
+            .iter()
+            .filter(|i| i.folder_id == folder_id)
+            .count()
+    }
+
+    pub fn create_item(&mut self, folder_id: &str, data: Bytes) -> &StoredItem {
+        self.items.push(StoredItem {
+            item_id: new_item_id(),
+            change_key: new_change_key(),
+            folder_id: folder_id.to_owned(),
+            data,
+            version: 1,
+        });
+        self.items.last().expect("just pushed")
+    }
+}
+
+/// A mailbox id in the documented shape `MBX:{mailbox guid}@{tenant guid}`.
+pub(crate) fn new_mailbox_id(tenant_id: &str) -> String {
+    format!("MBX:{}@{tenant_id}", uuid::Uuid::new_v4())
+}
+
+/// The user object id for a new user.
+pub(crate) fn new_user_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An opaque, unguessable bearer credential (access tokens and authtokens).
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A folder id shaped like Exchange's short ids: standard base64 (with `+`, `/`, `=`) of 16-28 random
+/// bytes, 24-40 characters. Every id contains `/` or `+` so that a client which forgets to
+/// percent-encode ids in URL paths fails every time rather than now and then.
+pub(crate) fn new_folder_id() -> String {
+    loop {
+        let id = random_base64(16..=28);
+        if id.contains(['/', '+']) {
+            return id;
+        }
+    }
+}
+
+/// An item id in the same short-id shape as folder ids.
+pub(crate) fn new_item_id() -> String {
+    random_base64(16..=28)
+}
+
+/// A change key shaped like the documented `kNnynYavKEihA0la3Yt5UQABUftGQg==` (22 bytes).
+pub(crate) fn new_change_key() -> String {
+    random_base64(22..=22)
+}
+
+fn random_base64(lengths: std::ops::RangeInclusive<usize>) -> String {
+    let mut rng = rand::thread_rng();
+    let mut bytes = vec![0u8; rng.gen_range(lengths)];
+    rng.fill_bytes(&mut bytes);
+    STANDARD.encode(bytes)
+}

@@ -1,0 +1,1150 @@
+//! Drives the Exchange Online simulator over real sockets, as the gateway will.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mailbox_gateway::simulator::{Counters, Simulator, SimulatorConfig, DEMO};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+const APP_CERT: &str = include_str!("fixtures/app-cert-and-key.pem");
+const OTHER_CERT: &str = include_str!("fixtures/other-cert-and-key.pem");
+const FEDERATED_KEY: &str = include_str!("fixtures/federated-issuer-key.pem");
+const FEDERATED_PUB: &str = include_str!("fixtures/federated-issuer-pub.pem");
+const FEDERATED_ISSUER: &str = "https://oidc.cluster.example.test";
+const FEDERATED_SUBJECT: &str = "system:serviceaccount:mail:mailbox-gateway";
+
+/// A running simulator and a client to talk to it.
+struct TestSim {
+    sim: Simulator,
+    http: Client,
+}
+
+async fn spawn() -> TestSim {
+    spawn_with(SimulatorConfig::default()).await
+}
+
+async fn spawn_with(config: SimulatorConfig) -> TestSim {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = Simulator::start(listener, config).await.unwrap();
+    TestSim {
+        sim,
+        http: Client::new(),
+    }
+}
+
+impl TestSim {
+    fn token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.sim.base_url(),
+            DEMO.tenant_id
+        )
+    }
+
+    async fn request_token(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.token_url())
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A Graph access token obtained with the demo secret.
+    async fn token(&self) -> String {
+        let response = self
+            .request_token(&[
+                ("client_id", DEMO.client_id),
+                ("scope", "https://graph.microsoft.com/.default"),
+                ("grant_type", "client_credentials"),
+                ("client_secret", DEMO.client_secret),
+            ])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn assertion_token(&self, assertion: &str) -> reqwest::Response {
+        self.request_token(&[
+            ("client_id", DEMO.client_id),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+        ])
+        .await
+    }
+
+    async fn graph_get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.sim.graph_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates an import session on `mailbox_id` and returns its import URL.
+    async fn import_url(&self, token: &str, mailbox_id: &str) -> String {
+        let response = self
+            .http
+            .post(format!(
+                "{}/admin/exchange/mailboxes/{}/createImportSession",
+                self.sim.graph_url(),
+                encode(mailbox_id)
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["importUrl"].as_str().unwrap().to_owned()
+    }
+
+    async fn import(&self, import_url: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self.http.post(import_url).json(body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+}
+
+fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A well-formed item stream: Config, IsInterfaceOk, TellPartnerVersion, then two TransferBuffers.
+fn item_stream(subject: &str) -> Vec<u8> {
+    let mut data = frame(1, &[0, 0, 0, 0, 1, 0, 0, 0]);
+    data.extend(frame(3, &[0; 24]));
+    data.extend(frame(4, &[0x14, 0x0F, 0xD6, 0x91, 0x86, 0x17]));
+    data.extend(frame(2, &[0x03, 0x00, 0x17, 0x00, 0x01, 0x00, 0x00, 0x00]));
+    data.extend(frame(2, subject.as_bytes()));
+    data
+}
+
+fn frame(opcode: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = opcode.to_le_bytes().to_vec();
+    out.extend_from_slice(&(payload.len() as i32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn create_body(folder_id: &str, data: &[u8]) -> Value {
+    json!({"FolderId": folder_id, "Mode": "create", "Data": STANDARD.encode(data)})
+}
+
+fn pem_block(pem_text: &str, tag: &str) -> pem::Pem {
+    pem::parse_many(pem_text)
+        .unwrap()
+        .into_iter()
+        .find(|block| block.tag() == tag)
+        .unwrap()
+}
+
+fn signing_key(pem_text: &str) -> EncodingKey {
+    EncodingKey::from_rsa_pem(pem::encode(&pem_block(pem_text, "PRIVATE KEY")).as_bytes()).unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Certificate assertion claims as the documentation prescribes them.
+fn certificate_claims(aud: &str) -> Value {
+    let now = now();
+    json!({
+        "aud": aud,
+        "iss": DEMO.client_id,
+        "sub": DEMO.client_id,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "nbf": now,
+        "iat": now,
+        "exp": now + 600,
+    })
+}
+
+/// Signs `claims` with the key in `cert_pem`, naming the certificate by `x5t#S256` (PS256) or `x5t`
+/// (RS256).
+fn certificate_assertion(cert_pem: &str, alg: Algorithm, claims: &Value) -> String {
+    let der = pem_block(cert_pem, "CERTIFICATE").into_contents();
+    let mut header = Header::new(alg);
+    match alg {
+        Algorithm::PS256 => header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(Sha256::digest(&der))),
+        _ => header.x5t = Some(URL_SAFE_NO_PAD.encode(Sha1::digest(&der))),
+    }
+    jsonwebtoken::encode(&header, claims, &signing_key(cert_pem)).unwrap()
+}
+
+fn federated_assertion(subject: &str, aud: Value) -> String {
+    let now = now();
+    let claims = json!({
+        "iss": FEDERATED_ISSUER,
+        "sub": subject,
+        "aud": aud,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+    });
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(FEDERATED_KEY.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Asserts an Entra error shape and returns its AADSTS code.
+async fn aadsts(response: reqwest::Response, status: StatusCode, error: &str) -> u64 {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    let code = body["error_codes"][0].as_u64().unwrap();
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.starts_with(&format!("AADSTS{code}: ")),
+        "{description}"
+    );
+    for field in ["timestamp", "trace_id", "correlation_id"] {
+        assert!(body[field].is_string(), "{field} missing in {body}");
+    }
+    code
+}
+
+/// Asserts a Graph error shape and returns its code.
+async fn graph_error(response: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    let request_id = response.headers()["request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["innerError"]["request-id"],
+        request_id.as_str()
+    );
+    assert!(body["error"]["message"].is_string());
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_client_secret_buys_a_token_that_graph_accepts_for_the_demo_mailbox() {
+    let t = spawn().await;
+    let response = t
+        .request_token(&[
+            ("client_id", DEMO.client_id),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+            ("client_secret", DEMO.client_secret),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3599);
+    assert_eq!(body["ext_expires_in"], 3599);
+    let token = body["access_token"].as_str().unwrap();
+
+    let response = t
+        .http
+        .get(format!(
+            "{}/users/ADELE@contoso.com/settings/exchange",
+            t.sim.graph_url()
+        ))
+        .bearer_auth(token)
+        .header("client-request-id", "5b3c8a52-0000-4000-8000-000000000001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["client-request-id"],
+        "5b3c8a52-0000-4000-8000-000000000001"
+    );
+    assert!(uuid::Uuid::parse_str(response.headers()["request-id"].to_str().unwrap()).is_ok());
+    let settings: Value = response.json().await.unwrap();
+    assert_eq!(settings["primaryMailboxId"], DEMO.mailbox_id);
+    assert!(settings["inPlaceArchiveMailboxId"].is_null());
+    assert!(settings["id"].is_string());
+    assert_eq!(t.sim.counters().tokens_issued, 1);
+    assert_eq!(t.sim.counters().graph_requests, 1);
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_refused_with_aadsts7000215() {
+    let t = spawn().await;
+    let response = t
+        .request_token(&[
+            ("client_id", DEMO.client_id),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+            ("client_secret", "not-the-secret"),
+        ])
+        .await;
+    assert_eq!(
+        aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client").await,
+        7000215
+    );
+    let counters = t.sim.counters();
+    assert_eq!(counters.tokens_issued, 0);
+    assert_eq!(counters.token_requests_rejected, 1);
+}
+
+#[tokio::test]
+async fn unknown_tenants_clients_scopes_and_credential_mixes_are_refused_with_their_codes() {
+    let t = spawn().await;
+    let base = [
+        ("client_id", DEMO.client_id),
+        ("scope", "https://graph.microsoft.com/.default"),
+        ("grant_type", "client_credentials"),
+        ("client_secret", DEMO.client_secret),
+    ];
+
+    let wrong_tenant = t
+        .http
+        .post(format!(
+            "{}/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token",
+            t.sim.base_url()
+        ))
+        .form(&base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        aadsts(wrong_tenant, StatusCode::BAD_REQUEST, "invalid_request").await,
+        90002
+    );
+
+    let mut unknown_client = base;
+    unknown_client[0].1 = "11111111-1111-1111-1111-111111111111";
+    let response = t.request_token(&unknown_client).await;
+    assert_eq!(
+        aadsts(response, StatusCode::BAD_REQUEST, "unauthorized_client").await,
+        700016
+    );
+
+    let mut wrong_scope = base;
+    wrong_scope[1].1 = "https://graph.microsoft.com/Mail.Read";
+    let response = t.request_token(&wrong_scope).await;
+    assert_eq!(
+        aadsts(response, StatusCode::BAD_REQUEST, "invalid_scope").await,
+        1002012
+    );
+
+    let neither = &base[..3];
+    let response = t.request_token(neither).await;
+    aadsts(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    let mut both = base.to_vec();
+    both.push((
+        "client_assertion_type",
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    ));
+    both.push(("client_assertion", "a.b.c"));
+    let response = t.request_token(&both).await;
+    aadsts(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    let counters = t.sim.counters();
+    assert_eq!(counters.token_requests_rejected, 5);
+    assert_eq!(counters.tokens_issued, 0);
+}
+
+#[tokio::test]
+async fn a_ps256_certificate_assertion_naming_x5t_s256_buys_a_token() {
+    let t = spawn().await;
+    t.sim.register_certificate(APP_CERT);
+    let assertion = certificate_assertion(
+        APP_CERT,
+        Algorithm::PS256,
+        &certificate_claims(&t.token_url()),
+    );
+    let response = t.assertion_token(&assertion).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let settings = t
+        .graph_get(token, "/users/adele@contoso.com/settings/exchange")
+        .await;
+    assert_eq!(settings.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_rs256_certificate_assertion_naming_x5t_buys_a_token() {
+    let t = spawn().await;
+    t.sim.register_certificate(APP_CERT);
+    let assertion = certificate_assertion(
+        APP_CERT,
+        Algorithm::RS256,
+        &certificate_claims(&t.token_url()),
+    );
+    let response = t.assertion_token(&assertion).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(t.sim.counters().tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn an_assertion_signed_by_an_unregistered_certificate_is_refused_with_aadsts700027() {
+    let t = spawn().await;
+    t.sim.register_certificate(APP_CERT);
+    for alg in [Algorithm::PS256, Algorithm::RS256] {
+        let assertion = certificate_assertion(OTHER_CERT, alg, &certificate_claims(&t.token_url()));
+        let response = t.assertion_token(&assertion).await;
+        assert_eq!(
+            aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client").await,
+            700027
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_assertion_naming_the_registered_thumbprint_but_signed_by_another_key_is_refused() {
+    let t = spawn().await;
+    t.sim.register_certificate(APP_CERT);
+    let der = pem_block(APP_CERT, "CERTIFICATE").into_contents();
+    let mut header = Header::new(Algorithm::PS256);
+    header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)));
+    let forged = jsonwebtoken::encode(
+        &header,
+        &certificate_claims(&t.token_url()),
+        &signing_key(OTHER_CERT),
+    )
+    .unwrap();
+    let response = t.assertion_token(&forged).await;
+    assert_eq!(
+        aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client").await,
+        700027
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_assertion_for_another_audience_is_refused_with_aadsts700023() {
+    let t = spawn().await;
+    t.sim.register_certificate(APP_CERT);
+    let claims = certificate_claims(&format!(
+        "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
+        DEMO.tenant_id
+    ));
+    let assertion = certificate_assertion(APP_CERT, Algorithm::PS256, &claims);
+    let response = t.assertion_token(&assertion).await;
+    assert_eq!(
+        aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client").await,
+        700023
+    );
+}
+
+#[tokio::test]
+async fn expired_and_overlong_certificate_assertions_are_refused_with_aadsts700024() {
+    let t = spawn().await;
+    t.sim.register_certificate(APP_CERT);
+    let mut expired = certificate_claims(&t.token_url());
+    expired["nbf"] = json!(now() - 900);
+    expired["iat"] = json!(now() - 900);
+    expired["exp"] = json!(now() - 300);
+    let mut overlong = certificate_claims(&t.token_url());
+    overlong["exp"] = json!(now() + 3600);
+    for claims in [expired, overlong] {
+        let assertion = certificate_assertion(APP_CERT, Algorithm::PS256, &claims);
+        let response = t.assertion_token(&assertion).await;
+        assert_eq!(
+            aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client").await,
+            700024
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_assertion_whose_issuer_is_not_the_client_is_refused() {
+    let t = spawn().await;
+    t.sim.register_certificate(APP_CERT);
+    let mut claims = certificate_claims(&t.token_url());
+    claims["iss"] = json!("someone-else");
+    let assertion = certificate_assertion(APP_CERT, Algorithm::RS256, &claims);
+    let response = t.assertion_token(&assertion).await;
+    assert_eq!(
+        aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client").await,
+        700021
+    );
+}
+
+#[tokio::test]
+async fn a_federated_assertion_from_the_registered_issuer_buys_a_token() {
+    let t = spawn().await;
+    t.sim
+        .register_federated_issuer(FEDERATED_ISSUER, FEDERATED_SUBJECT, FEDERATED_PUB);
+    // Kubernetes projects service account tokens with an array audience.
+    for aud in [
+        json!(["api://AzureADTokenExchange"]),
+        json!("api://AzureADTokenExchange"),
+    ] {
+        let response = t
+            .assertion_token(&federated_assertion(FEDERATED_SUBJECT, aud))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(t.sim.counters().tokens_issued, 2);
+}
+
+#[tokio::test]
+async fn a_federated_assertion_for_another_subject_or_audience_is_refused_with_aadsts70021() {
+    let t = spawn().await;
+    t.sim
+        .register_federated_issuer(FEDERATED_ISSUER, FEDERATED_SUBJECT, FEDERATED_PUB);
+    let wrong_subject = federated_assertion(
+        "system:serviceaccount:mail:intruder",
+        json!("api://AzureADTokenExchange"),
+    );
+    let wrong_audience = federated_assertion(FEDERATED_SUBJECT, json!("api://SomethingElse"));
+    for assertion in [wrong_subject, wrong_audience] {
+        let response = t.assertion_token(&assertion).await;
+        assert_eq!(
+            aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client").await,
+            70021
+        );
+    }
+}
+
+#[tokio::test]
+async fn graph_refuses_missing_unknown_revoked_and_expired_tokens_with_401() {
+    let t = spawn().await;
+    let path = "/users/adele@contoso.com/settings/exchange";
+    let anonymous = t
+        .http
+        .get(format!("{}{path}", t.sim.graph_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        graph_error(anonymous, StatusCode::UNAUTHORIZED).await,
+        "InvalidAuthenticationToken"
+    );
+    let forged = t.graph_get("made-up-token", path).await;
+    assert_eq!(
+        graph_error(forged, StatusCode::UNAUTHORIZED).await,
+        "InvalidAuthenticationToken"
+    );
+
+    let token = t.token().await;
+    assert_eq!(t.graph_get(&token, path).await.status(), StatusCode::OK);
+    t.sim.revoke_tokens();
+    let revoked = t.graph_get(&token, path).await;
+    assert_eq!(
+        graph_error(revoked, StatusCode::UNAUTHORIZED).await,
+        "InvalidAuthenticationToken"
+    );
+
+    // A zero lifetime makes the token expire as it is issued, without waiting.
+    t.sim.set_token_lifetime(Duration::ZERO);
+    let expired = t.token().await;
+    let response = t.graph_get(&expired, path).await;
+    assert_eq!(
+        graph_error(response, StatusCode::UNAUTHORIZED).await,
+        "InvalidAuthenticationToken"
+    );
+    assert_eq!(t.sim.counters().graph_requests, 5);
+}
+
+#[tokio::test]
+async fn settings_of_an_unknown_user_are_404_request_resource_not_found() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let response = t
+        .graph_get(&token, "/users/nobody@contoso.com/settings/exchange")
+        .await;
+    assert_eq!(
+        graph_error(response, StatusCode::NOT_FOUND).await,
+        "Request_ResourceNotFound"
+    );
+}
+
+#[tokio::test]
+async fn following_next_links_visits_every_folder_once_in_pages_of_the_configured_size() {
+    let t = spawn().await;
+    t.sim.add_folders(DEMO.mailbox_id, 25);
+    let token = t.token().await;
+    let mut url = format!(
+        "{}/admin/exchange/mailboxes/{}/folders",
+        t.sim.graph_url(),
+        encode(DEMO.mailbox_id)
+    );
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut user_folders = 0;
+    loop {
+        let response = t.http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let page: Value = response.json().await.unwrap();
+        pages += 1;
+        let value = page["value"].as_array().unwrap();
+        assert!(value.len() <= 10);
+        for folder in value {
+            ids.push(folder["id"].as_str().unwrap().to_owned());
+            if folder["wellKnownName"].is_null() {
+                user_folders += 1;
+            }
+            assert_eq!(folder["type"], "IPF.Note");
+            assert_eq!(folder["totalItemCount"], 0);
+        }
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => {
+                assert!(next.starts_with(&t.sim.graph_url()), "{next}");
+                url = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    // 17 standard folders plus 25 user folders, 10 per page.
+    assert_eq!(ids.len(), 42);
+    assert_eq!(pages, 5);
+    assert_eq!(user_folders, 25);
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 42);
+    assert!(ids.contains(&t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap()));
+
+    let one_page = t
+        .graph_get(
+            &token,
+            &format!(
+                "/admin/exchange/mailboxes/{}/folders?$top=999",
+                DEMO.mailbox_id
+            ),
+        )
+        .await;
+    let page: Value = one_page.json().await.unwrap();
+    assert_eq!(page["value"].as_array().unwrap().len(), 42);
+    assert!(page.get("@odata.nextLink").is_none());
+}
+
+#[tokio::test]
+async fn the_root_folder_counts_its_children_and_parents_the_standard_folders() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let root = t
+        .graph_get(
+            &token,
+            &format!(
+                "/admin/exchange/mailboxes/{}/folders/msgfolderroot",
+                encode(DEMO.mailbox_id)
+            ),
+        )
+        .await;
+    let root: Value = root.json().await.unwrap();
+    assert_eq!(root["childFolderCount"], 16);
+    let inbox = t
+        .graph_get(
+            &token,
+            &format!(
+                "/admin/exchange/mailboxes/{}/folders/inbox",
+                DEMO.mailbox_id
+            ),
+        )
+        .await;
+    let inbox: Value = inbox.json().await.unwrap();
+    assert_eq!(inbox["parentFolderId"], root["id"]);
+    assert_eq!(inbox["displayName"], "Inbox");
+}
+
+#[tokio::test]
+async fn an_out_of_range_or_non_numeric_top_is_refused_with_bad_request() {
+    let t = spawn().await;
+    let token = t.token().await;
+    for top in ["0", "1000", "ten", "-1"] {
+        let response = t
+            .graph_get(
+                &token,
+                &format!(
+                    "/admin/exchange/mailboxes/{}/folders?$top={top}",
+                    DEMO.mailbox_id
+                ),
+            )
+            .await;
+        assert_eq!(
+            graph_error(response, StatusCode::BAD_REQUEST).await,
+            "BadRequest"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_folder_is_found_by_encoded_id_and_by_case_insensitive_well_known_name() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let inbox_id = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let mailbox = encode(DEMO.mailbox_id);
+    for segment in [encode(&inbox_id), "Inbox".to_owned(), "INBOX".to_owned()] {
+        let response = t
+            .graph_get(
+                &token,
+                &format!("/admin/exchange/mailboxes/{mailbox}/folders/{segment}"),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{segment}");
+        let folder: Value = response.json().await.unwrap();
+        assert_eq!(folder["id"], inbox_id.as_str());
+        assert_eq!(folder["wellKnownName"], "inbox");
+    }
+    let unknown = t
+        .graph_get(
+            &token,
+            &format!("/admin/exchange/mailboxes/{mailbox}/folders/nosuchfolder"),
+        )
+        .await;
+    assert_eq!(
+        graph_error(unknown, StatusCode::NOT_FOUND).await,
+        "ErrorItemNotFound"
+    );
+    let unknown_mailbox = t
+        .graph_get(
+            &token,
+            "/admin/exchange/mailboxes/MBX:nobody@nowhere/folders/inbox",
+        )
+        .await;
+    assert_eq!(
+        graph_error(unknown_mailbox, StatusCode::NOT_FOUND).await,
+        "ErrorInvalidMailbox"
+    );
+}
+
+#[tokio::test]
+async fn create_import_session_returns_a_pre_authenticated_url_and_a_seven_digit_expiry() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let response = t
+        .http
+        .post(format!(
+            "{}/admin/exchange/mailboxes/{}/createImportSession",
+            t.sim.graph_url(),
+            DEMO.mailbox_id
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    let import_url = body["importUrl"].as_str().unwrap();
+    let prefix = format!(
+        "{}/api/gv1.0/Mailboxes('{}')/importItem?authtoken=",
+        t.sim.base_url(),
+        DEMO.mailbox_id
+    );
+    assert!(import_url.starts_with(&prefix), "{import_url}");
+    assert!(import_url.len() > prefix.len());
+    let expiry = body["expirationDateTime"].as_str().unwrap();
+    let fraction = expiry.rsplit('.').next().unwrap();
+    assert_eq!(fraction.len(), 8, "{expiry}");
+    let expiry = chrono::DateTime::parse_from_rfc3339(expiry).unwrap();
+    let remaining = expiry.signed_duration_since(chrono::Utc::now());
+    assert!(
+        remaining > chrono::Duration::minutes(59) && remaining <= chrono::Duration::minutes(60)
+    );
+
+    let unknown = t
+        .http
+        .post(format!(
+            "{}/admin/exchange/mailboxes/MBX:nobody@nowhere/createImportSession",
+            t.sim.graph_url()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        graph_error(unknown, StatusCode::NOT_FOUND).await,
+        "ErrorInvalidMailbox"
+    );
+    assert_eq!(t.sim.counters().sessions_created, 1);
+}
+
+#[tokio::test]
+async fn an_item_is_created_then_replaced_and_its_change_key_guards_updates() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+
+    let (status, created) = t
+        .import(&url, &create_body(&inbox, &item_stream("first")))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let item_id = created["itemId"].as_str().unwrap().to_owned();
+    let first_key = created["changeKey"].as_str().unwrap().to_owned();
+    let items = t.sim.items(DEMO.mailbox_id);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].item_id, item_id);
+    assert_eq!(items[0].folder_id, inbox);
+    assert_eq!(items[0].version, 1);
+    assert_eq!(&items[0].data[..], &item_stream("first")[..]);
+
+    let update = |change_key: &str, item_id: &str| {
+        json!({
+            "FolderId": inbox,
+            "Mode": "update",
+            "Data": STANDARD.encode(item_stream("second")),
+            "ItemId": item_id,
+            "ChangeKey": change_key,
+        })
+    };
+    let (status, updated) = t.import(&url, &update(&first_key, &item_id)).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["itemId"], item_id.as_str());
+    assert_ne!(updated["changeKey"], first_key.as_str());
+    let items = t.sim.items(DEMO.mailbox_id);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].version, 2);
+    assert_eq!(&items[0].data[..], &item_stream("second")[..]);
+    assert_eq!(items[0].change_key, updated["changeKey"].as_str().unwrap());
+
+    let (status, stale) = t.import(&url, &update(&first_key, &item_id)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(stale["Message"]
+        .as_str()
+        .unwrap()
+        .starts_with("ErrorIrresolvableConflict:"));
+
+    let (status, missing) = t
+        .import(&url, &update(&first_key, "AAAAAAAAAAAAAAAAAAAAAA=="))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(missing["Message"]
+        .as_str()
+        .unwrap()
+        .starts_with("ErrorItemNotFound:"));
+
+    let folder = t
+        .graph_get(
+            &token,
+            &format!(
+                "/admin/exchange/mailboxes/{}/folders/inbox",
+                DEMO.mailbox_id
+            ),
+        )
+        .await;
+    let folder: Value = folder.json().await.unwrap();
+    assert_eq!(folder["totalItemCount"], 1);
+
+    let counters = t.sim.counters();
+    assert_eq!(counters.import_requests, 4);
+    assert_eq!(counters.items_created, 1);
+    assert_eq!(counters.items_updated, 1);
+}
+
+#[tokio::test]
+async fn an_update_naming_the_item_in_another_folder_is_not_found() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let drafts = t.sim.folder_id(DEMO.mailbox_id, "drafts").unwrap();
+    let (_, created) = t
+        .import(&url, &create_body(&inbox, &item_stream("x")))
+        .await;
+    let body = json!({
+        "FolderId": drafts,
+        "Mode": "update",
+        "Data": STANDARD.encode(item_stream("y")),
+        "ItemId": created["itemId"],
+        "ChangeKey": created["changeKey"],
+    });
+    let (status, _) = t.import(&url, &body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(t.sim.items(DEMO.mailbox_id)[0].version, 1);
+}
+
+#[tokio::test]
+async fn import_urls_refuse_missing_altered_foreign_revoked_and_expired_authtokens() {
+    let t = spawn().await;
+    let other = t.sim.add_mailbox("megan@contoso.com");
+    let token = t.token().await;
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let other_url = t.import_url(&token, &other).await;
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let body = create_body(&inbox, &item_stream("x"));
+
+    let without_token = url.split('?').next().unwrap().to_owned();
+    let altered = format!("{url}x");
+    // A session of another mailbox, presented on this mailbox's URL.
+    let foreign = format!("{without_token}?{}", other_url.split('?').nth(1).unwrap());
+    for bad in [&without_token, &altered, &foreign] {
+        let (status, body) = t.import(bad, &body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body["Message"].is_string());
+        assert!(!body.to_string().contains("authtoken="));
+    }
+    assert_eq!(t.import(&url, &body).await.0, StatusCode::OK);
+
+    t.sim.revoke_sessions();
+    assert_eq!(t.import(&url, &body).await.0, StatusCode::UNAUTHORIZED);
+
+    t.sim.set_session_lifetime(Duration::ZERO);
+    let expired = t.import_url(&token, DEMO.mailbox_id).await;
+    assert_eq!(t.import(&expired, &body).await.0, StatusCode::UNAUTHORIZED);
+
+    let counters = t.sim.counters();
+    assert_eq!(counters.import_requests, 6);
+    assert_eq!(counters.imports_rejected_unauthorized, 5);
+    assert_eq!(counters.items_created, 1);
+}
+
+#[tokio::test]
+async fn a_folder_of_the_auto_expanded_archive_gets_409_naming_the_archive_mailbox() {
+    let t = spawn().await;
+    let archive = t.sim.add_archive(DEMO.mailbox_id);
+    let token = t.token().await;
+    let settings = t
+        .graph_get(&token, "/users/adele@contoso.com/settings/exchange")
+        .await;
+    let settings: Value = settings.json().await.unwrap();
+    assert_eq!(settings["inPlaceArchiveMailboxId"], archive.as_str());
+
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let archive_inbox = t.sim.folder_id(&archive, "inbox").unwrap();
+    let (status, body) = t
+        .import(&url, &create_body(&archive_inbox, &item_stream("x")))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["Message"],
+        format!("Invalid import session. The target session is expected in mailbox {archive}")
+    );
+
+    let archive_url = t.import_url(&token, &archive).await;
+    let (status, _) = t
+        .import(
+            &archive_url,
+            &create_body(&archive_inbox, &item_stream("x")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(t.sim.items(&archive).len(), 1);
+    assert!(t.sim.items(DEMO.mailbox_id).is_empty());
+}
+
+#[tokio::test]
+async fn unknown_folders_and_well_known_names_are_404_folder_not_found_at_import() {
+    let t = spawn().await;
+    let other = t.sim.add_mailbox("megan@contoso.com");
+    let token = t.token().await;
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let foreign_inbox = t.sim.folder_id(&other, "inbox").unwrap();
+    for folder in ["inbox", "AAMkAGI2TG93AAA=", foreign_inbox.as_str()] {
+        let (status, body) = t
+            .import(&url, &create_body(folder, &item_stream("x")))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{folder}");
+        assert_eq!(
+            body["Message"],
+            "ErrorFolderNotFound: The specified folder could not be found in the store."
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_import_bodies_are_refused_with_400_naming_the_problem() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let good = STANDARD.encode(item_stream("x"));
+    let mut truncated = item_stream("x");
+    truncated.pop();
+    let mut empty_buffer = item_stream("x");
+    empty_buffer.extend(frame(2, b""));
+    let mut unknown_opcode = item_stream("x");
+    unknown_opcode.extend(frame(9, b"?"));
+
+    let cases = [
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": "not base64!"}),
+            "base64",
+        ),
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": STANDARD.encode(&truncated)}),
+            "item stream",
+        ),
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": STANDARD.encode(&empty_buffer)}),
+            "item stream",
+        ),
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": STANDARD.encode(&unknown_opcode)}),
+            "item stream",
+        ),
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": STANDARD.encode(frame(1, &[0; 8]))}),
+            "item stream",
+        ),
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": good, "Subject": "x"}),
+            "Subject",
+        ),
+        (json!({"Mode": "create", "Data": good}), "FolderId"),
+        (json!({"FolderId": inbox, "Data": good}), "Mode"),
+        (json!({"FolderId": inbox, "Mode": "create"}), "Data"),
+        (
+            json!({"FolderId": inbox, "Mode": "replace", "Data": good}),
+            "Mode",
+        ),
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": good, "ItemId": "AAA="}),
+            "ItemId",
+        ),
+        (
+            json!({"FolderId": inbox, "Mode": "update", "Data": good, "ItemId": "AAA="}),
+            "ChangeKey",
+        ),
+        (json!(["not", "an", "object"]), "request body"),
+    ];
+    for (body, named) in cases {
+        let (status, answer) = t.import(&url, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let message = answer["Message"].as_str().unwrap();
+        assert!(message.contains(named), "{message} should name {named}");
+    }
+    assert!(t.sim.items(DEMO.mailbox_id).is_empty());
+}
+
+#[tokio::test]
+async fn import_insists_on_json_and_refuses_an_authorization_header() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let body = create_body(&inbox, &item_stream("x"));
+
+    let as_text = t
+        .http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let with_bearer = t
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_bearer.status(), StatusCode::BAD_REQUEST);
+    assert!(with_bearer.headers().contains_key("request-id"));
+    assert!(t.sim.items(DEMO.mailbox_id).is_empty());
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_graph_shaped_404() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let response = t.graph_get(&token, "/me/messages").await;
+    assert_eq!(
+        graph_error(response, StatusCode::NOT_FOUND).await,
+        "ResourceNotFound"
+    );
+    let outside = t
+        .http
+        .get(format!("{}/nothing/here", t.sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        graph_error(outside, StatusCode::NOT_FOUND).await,
+        "ResourceNotFound"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_simulator_counts_nothing_and_pages_folders_by_its_configured_size() {
+    let t = spawn_with(SimulatorConfig {
+        folder_page_size: 3,
+        ..SimulatorConfig::default()
+    })
+    .await;
+    assert_eq!(t.sim.counters(), Counters::default());
+    let token = t.token().await;
+    let page = t
+        .graph_get(
+            &token,
+            &format!("/admin/exchange/mailboxes/{}/folders", DEMO.mailbox_id),
+        )
+        .await;
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(page["value"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn child_folders_of_the_root_page_through_the_user_folders_too() {
+    let t = spawn().await;
+    t.sim.add_folders(DEMO.mailbox_id, 5);
+    let token = t.token().await;
+    let mut url = format!(
+        "{}/admin/exchange/mailboxes/{}/folders/msgfolderroot/childFolders?$top=7",
+        t.sim.graph_url(),
+        encode(DEMO.mailbox_id)
+    );
+    let mut names = Vec::new();
+    loop {
+        let page: Value = t
+            .http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for folder in page["value"].as_array().unwrap() {
+            names.push(folder["displayName"].as_str().unwrap().to_owned());
+        }
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    // 16 standard children of the root plus the 5 user folders; the root itself is not its child.
+    assert_eq!(names.len(), 21);
+    assert!(!names.contains(&"Top of Information Store".to_owned()));
+    assert!(names.contains(&"Folder 005".to_owned()));
+
+    let inbox_children = t
+        .graph_get(
+            &token,
+            &format!(
+                "/admin/exchange/mailboxes/{}/folders/inbox/childFolders",
+                DEMO.mailbox_id
+            ),
+        )
+        .await;
+    let inbox_children: Value = inbox_children.json().await.unwrap();
+    assert_eq!(inbox_children["value"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn an_import_url_with_a_mangled_mailbox_segment_is_unauthorized() {
+    let t = spawn().await;
+    let token = t.token().await;
+    let url = t.import_url(&token, DEMO.mailbox_id).await;
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let mangled = url.replace("Mailboxes('", "Mailbox('");
+    let (status, _) = t
+        .import(&mangled, &create_body(&inbox, &item_stream("x")))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let counters = t.sim.counters();
+    assert_eq!(counters.import_requests, 1);
+    assert_eq!(counters.imports_rejected_unauthorized, 1);
+}
