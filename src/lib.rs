@@ -3,6 +3,8 @@
 //! The binary (`src/main.rs`) is thin; everything it runs lives here so that tests start the very same
 //! servers on `127.0.0.1:0`. See `ARCHITECTURE.md` for the map.
 
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod fts;
@@ -10,5 +12,3 @@ pub mod graph;
 pub mod ids;
 pub mod refresh;
 pub mod simulator;
-pub mod api;
-pub mod app;

@@ -58,7 +58,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config_file: Option<&Path>, listen: Option<SocketAddr>, simulate: bool) -> anyhow::Result<()> {
+async fn serve(
+    config_file: Option<&Path>,
+    listen: Option<SocketAddr>,
+    simulate: bool,
+) -> anyhow::Result<()> {
     let mut sources = Sources::from_process(config_file)?;
     if let Some(listen) = listen {
         sources.set("MAILBOX_GATEWAY_LISTEN", listen.to_string());
@@ -71,9 +75,12 @@ async fn serve(config_file: Option<&Path>, listen: Option<SocketAddr>, simulate:
     };
     let tenant = simulator.as_ref().map(demo_tenant).transpose()?;
     let config = Config::load(&sources, tenant)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (MAILBOX_GATEWAY_LISTEN)", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (MAILBOX_GATEWAY_LISTEN)",
+            config.listen
+        )
+    })?;
     if let Some(simulator) = &simulator {
         let address = listener.local_addr()?;
         println!(

@@ -68,7 +68,10 @@ impl From<GraphError> for ApiError {
 
 impl From<axum::extract::rejection::PathRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
-        ApiError::InvalidBody(format!("the URL path could not be read: {}", rejection.body_text()))
+        ApiError::InvalidBody(format!(
+            "the URL path could not be read: {}",
+            rejection.body_text()
+        ))
     }
 }
 
@@ -104,21 +107,35 @@ impl ApiError {
             ApiError::InvalidFolder(_) => (S::BAD_REQUEST, "invalid_folder", "Invalid folder"),
             ApiError::InvalidItemId(_) => (S::BAD_REQUEST, "invalid_item_id", "Invalid item id"),
             ApiError::InvalidIfMatch => (S::BAD_REQUEST, "invalid_if_match", "Invalid If-Match"),
-            ApiError::IfMatchRequired => (S::PRECONDITION_REQUIRED, "if_match_required", "If-Match required"),
+            ApiError::IfMatchRequired => (
+                S::PRECONDITION_REQUIRED,
+                "if_match_required",
+                "If-Match required",
+            ),
             ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body", "Invalid request body"),
             ApiError::InvalidBase64(_) => (S::BAD_REQUEST, "invalid_base64", "Invalid base64"),
-            ApiError::UnreadableBody(_) => (S::BAD_REQUEST, "unreadable_body", "Unreadable request body"),
-            ApiError::UnsupportedMediaType { .. } => {
-                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported content type")
+            ApiError::UnreadableBody(_) => {
+                (S::BAD_REQUEST, "unreadable_body", "Unreadable request body")
             }
-            ApiError::ItemTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "item_too_large", "Item too large"),
-            ApiError::InvalidItemStream(_) => {
-                (S::UNPROCESSABLE_ENTITY, "invalid_item_stream", "Not a well-formed item stream")
+            ApiError::UnsupportedMediaType { .. } => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported content type",
+            ),
+            ApiError::ItemTooLarge { .. } => {
+                (S::PAYLOAD_TOO_LARGE, "item_too_large", "Item too large")
             }
+            ApiError::InvalidItemStream(_) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid_item_stream",
+                "Not a well-formed item stream",
+            ),
             ApiError::RouteNotFound(_) => (S::NOT_FOUND, "route_not_found", "No such route"),
-            ApiError::MethodNotAllowed { .. } => {
-                (S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed")
-            }
+            ApiError::MethodNotAllowed { .. } => (
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             ApiError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready", "Not ready"),
             ApiError::Upstream(error) => classify_upstream(error),
         }
@@ -137,7 +154,9 @@ impl ApiError {
                     );
                 }
                 if matches!(error.kind, ErrorKind::ItemRejected | ErrorKind::Rejected) {
-                    if let Some(message) = error.upstream.as_ref().and_then(|u| u.message.as_deref()) {
+                    if let Some(message) =
+                        error.upstream.as_ref().and_then(|u| u.message.as_deref())
+                    {
                         detail.push_str(&format!(" (Exchange said: {message})"));
                     }
                 }
@@ -151,20 +170,50 @@ impl ApiError {
 fn classify_upstream(error: &GraphError) -> (StatusCode, &'static str, &'static str) {
     use StatusCode as S;
     match &error.kind {
-        ErrorKind::OutcomeUnknown { timed_out: true } => (S::GATEWAY_TIMEOUT, "outcome_unknown", "Outcome unknown"),
-        ErrorKind::OutcomeUnknown { timed_out: false } => (S::BAD_GATEWAY, "outcome_unknown", "Outcome unknown"),
-        ErrorKind::NotFound(Missing::Mailbox) => (S::NOT_FOUND, "mailbox_not_found", "Mailbox not found"),
-        ErrorKind::NotFound(Missing::Folder) => (S::NOT_FOUND, "folder_not_found", "Folder not found"),
-        ErrorKind::NotFound(Missing::Item) => (S::NOT_FOUND, "item_not_found", "Item not found"),
-        ErrorKind::ChangeKeyMismatch => (S::PRECONDITION_FAILED, "change_key_mismatch", "Stale change key"),
-        ErrorKind::ItemRejected => (S::UNPROCESSABLE_ENTITY, "item_rejected", "Exchange refused the item"),
-        ErrorKind::Throttled { .. } => (S::SERVICE_UNAVAILABLE, "upstream_throttled", "Upstream throttling"),
-        ErrorKind::Timeout { .. } => (S::GATEWAY_TIMEOUT, "upstream_timeout", "Upstream timeout"),
-        ErrorKind::Unauthorized => (S::BAD_GATEWAY, "upstream_unauthorized", "Upstream refused the app"),
-        ErrorKind::Forbidden => (S::BAD_GATEWAY, "upstream_forbidden", "App lacks a Graph permission"),
-        ErrorKind::ImportHostNotAllowed(_) => {
-            (S::BAD_GATEWAY, "import_host_not_allowed", "importUrl origin not allowed")
+        ErrorKind::OutcomeUnknown { timed_out: true } => {
+            (S::GATEWAY_TIMEOUT, "outcome_unknown", "Outcome unknown")
         }
+        ErrorKind::OutcomeUnknown { timed_out: false } => {
+            (S::BAD_GATEWAY, "outcome_unknown", "Outcome unknown")
+        }
+        ErrorKind::NotFound(Missing::Mailbox) => {
+            (S::NOT_FOUND, "mailbox_not_found", "Mailbox not found")
+        }
+        ErrorKind::NotFound(Missing::Folder) => {
+            (S::NOT_FOUND, "folder_not_found", "Folder not found")
+        }
+        ErrorKind::NotFound(Missing::Item) => (S::NOT_FOUND, "item_not_found", "Item not found"),
+        ErrorKind::ChangeKeyMismatch => (
+            S::PRECONDITION_FAILED,
+            "change_key_mismatch",
+            "Stale change key",
+        ),
+        ErrorKind::ItemRejected => (
+            S::UNPROCESSABLE_ENTITY,
+            "item_rejected",
+            "Exchange refused the item",
+        ),
+        ErrorKind::Throttled { .. } => (
+            S::SERVICE_UNAVAILABLE,
+            "upstream_throttled",
+            "Upstream throttling",
+        ),
+        ErrorKind::Timeout { .. } => (S::GATEWAY_TIMEOUT, "upstream_timeout", "Upstream timeout"),
+        ErrorKind::Unauthorized => (
+            S::BAD_GATEWAY,
+            "upstream_unauthorized",
+            "Upstream refused the app",
+        ),
+        ErrorKind::Forbidden => (
+            S::BAD_GATEWAY,
+            "upstream_forbidden",
+            "App lacks a Graph permission",
+        ),
+        ErrorKind::ImportHostNotAllowed(_) => (
+            S::BAD_GATEWAY,
+            "import_host_not_allowed",
+            "importUrl origin not allowed",
+        ),
         ErrorKind::Auth(_) => (S::BAD_GATEWAY, "upstream_auth_failed", "No Graph token"),
         ErrorKind::Rejected
         | ErrorKind::ServerError

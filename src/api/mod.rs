@@ -67,14 +67,19 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
 
 /// The method and path of every route, for the OpenAPI conformance test.
 pub fn route_table() -> Vec<(Method, &'static str)> {
-    routes().into_iter().map(|(method, path, _)| (method, path)).collect()
+    routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
 }
 
 /// Assembles every route and layer of the gateway.
 pub fn router(state: AppState) -> Router {
     let router = routes()
         .into_iter()
-        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler));
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        });
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -170,8 +175,9 @@ async fn import_item_json(
     require_content_type(&headers, "application/json")?;
     let json_limit = state.max_item_bytes.div_ceil(3) * 4 + JSON_ENVELOPE_BYTES;
     let raw = read_body(&headers, body, json_limit, state.max_item_bytes).await?;
-    let request: GraphImportBody = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::InvalidBody(format!("the body is not an importItem request: {e}")))?;
+    let request: GraphImportBody = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::InvalidBody(format!("the body is not an importItem request: {e}"))
+    })?;
     let folder = FolderRef::parse(&request.folder_id).map_err(ApiError::InvalidFolder)?;
     let mode = match (request.mode.as_str(), request.item_id, request.change_key) {
         ("create", None, None) => ImportMode::Create,
@@ -303,7 +309,12 @@ async fn read_item_stream(headers: &HeaderMap, body: Body, limit: u64) -> Result
 
 /// Reads at most `limit` bytes; a declared or actual larger body is refused as over `item_limit` without
 /// being buffered.
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64, item_limit: u64) -> Result<Bytes, ApiError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    item_limit: u64,
+) -> Result<Bytes, ApiError> {
     let too_large = ApiError::ItemTooLarge { limit: item_limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -43,7 +43,9 @@ pub async fn assign_request_id(mut request: Request, next: Next) -> Response {
     if graph != id {
         tracing::debug!(request_id = %id, client_request_id = %graph, "request id is not a GUID");
     }
-    let mut response = REQUEST_IDS.scope(RequestIds { id, graph }, next.run(request)).await;
+    let mut response = REQUEST_IDS
+        .scope(RequestIds { id, graph }, next.run(request))
+        .await;
     response.headers_mut().insert(X_REQUEST_ID, header);
     response
 }

@@ -135,7 +135,10 @@ impl GraphError {
 }
 
 /// Maps a failed import to a kind: once the request may have arrived, its outcome is unknown.
-pub(crate) fn import_transport_error(action: impl Into<String>, error: reqwest::Error) -> GraphError {
+pub(crate) fn import_transport_error(
+    action: impl Into<String>,
+    error: reqwest::Error,
+) -> GraphError {
     let mut graph_error = transport_error(action, error);
     graph_error.kind = match graph_error.kind {
         ErrorKind::Timeout { sent: true } => ErrorKind::OutcomeUnknown { timed_out: true },
@@ -226,13 +229,27 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// The kind of a non-2xx answer from a Graph endpoint (not importItem).
+/// Graph error codes that say the mailbox itself does not exist. Which code Graph uses for an unknown
+/// mailbox id is undocumented; these are the Exchange codes for it.
+const MAILBOX_MISSING_CODES: &[&str] = &[
+    "ErrorInvalidMailbox",
+    "ErrorNonExistentMailbox",
+    "ErrorMailboxNotFound",
+    "MailboxNotEnabledForRESTAPI",
+];
+
+/// The kind of a non-2xx answer from a Graph endpoint (not importItem). A 404 means `missing` is
+/// missing, unless its code says the mailbox itself is unknown.
 pub(crate) fn classify_graph_status(
     status: StatusCode,
     headers: &HeaderMap,
+    code: Option<&str>,
     missing: Missing,
 ) -> ErrorKind {
     match status {
+        StatusCode::NOT_FOUND if code.is_some_and(|c| MAILBOX_MISSING_CODES.contains(&c)) => {
+            ErrorKind::NotFound(Missing::Mailbox)
+        }
         StatusCode::NOT_FOUND => ErrorKind::NotFound(missing),
         StatusCode::UNAUTHORIZED => ErrorKind::Unauthorized,
         StatusCode::FORBIDDEN => ErrorKind::Forbidden,

@@ -22,7 +22,7 @@ pub use body::ImportBody;
 pub use error::{ErrorKind, GraphError, Missing, UpstreamAnswer};
 pub use sessions::{ImportSession, SessionCache, SESSION_RENEW_MARGIN};
 
-use crate::auth::{CredentialError, Credential, TokenProvider};
+use crate::auth::{Credential, CredentialError, TokenProvider};
 use crate::config::{ImportHosts, TenantConfig, Timeouts};
 use crate::ids::{FolderRef, MailboxRef};
 use error::{classify_graph_status, import_transport_error, transport_error, upstream_answer};
@@ -398,7 +398,7 @@ impl GraphClient {
             // or 412; both mean the same to the client.
             StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => ErrorKind::ChangeKeyMismatch,
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::ItemRejected,
-            _ => classify_graph_status(status, &headers, missing),
+            _ => classify_graph_status(status, &headers, None, missing),
         };
         let error = GraphError {
             action,
@@ -467,7 +467,7 @@ impl GraphClient {
             tracing::warn!(status = status.as_u16(), code = ?answer.code, request_id = ?answer.request_id, "{action} failed");
             return Err(GraphError {
                 action: action.to_owned(),
-                kind: classify_graph_status(status, &headers, missing),
+                kind: classify_graph_status(status, &headers, answer.code.as_deref(), missing),
                 upstream: Some(answer),
             });
         }

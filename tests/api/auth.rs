@@ -24,7 +24,12 @@ async fn a_certificate_credential_signs_ps256_assertions_by_default() {
     let app = spawn_app_with(certificate(CertificateAlgorithm::Ps256)).await;
     app.simulator
         .register_certificate(&std::fs::read_to_string(fixture("app-cert-and-key.pem")).unwrap());
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("cert")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("cert"))
+            .await
+            .status(),
+        201
+    );
     assert_eq!(app.counters().tokens_issued, 1);
 }
 
@@ -33,15 +38,28 @@ async fn a_certificate_credential_can_sign_rs256_assertions_with_x5t() {
     let app = spawn_app_with(certificate(CertificateAlgorithm::Rs256)).await;
     app.simulator
         .register_certificate(&std::fs::read_to_string(fixture("app-cert-and-key.pem")).unwrap());
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("cert")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("cert"))
+            .await
+            .status(),
+        201
+    );
     assert_eq!(app.counters().tokens_issued, 1);
 }
 
 #[tokio::test]
 async fn an_unregistered_certificate_is_refused_with_the_aadsts_code() {
     let app = spawn_app_with(certificate(CertificateAlgorithm::Ps256)).await;
-    let body = problem(app.create(DEMO.mailbox_id, "inbox", item("x")).await, 502, "upstream_auth_failed").await;
-    assert!(body["aadsts"].as_str().unwrap().starts_with("AADSTS"), "{body}");
+    let body = problem(
+        app.create(DEMO.mailbox_id, "inbox", item("x")).await,
+        502,
+        "upstream_auth_failed",
+    )
+    .await;
+    assert!(
+        body["aadsts"].as_str().unwrap().starts_with("AADSTS"),
+        "{body}"
+    );
     assert!(body["traceId"].is_string(), "{body}");
     assert_eq!(app.counters().import_requests, 0);
 }
@@ -50,7 +68,9 @@ async fn an_unregistered_certificate_is_refused_with_the_aadsts_code() {
 async fn a_wrong_secret_surfaces_aadsts7000215_and_never_the_secret() {
     let secret = "wrong-secret-value-0123456789";
     let app = spawn_app_with(AppOptions {
-        credential: Some(CredentialConfig::Secret(SecretString::from(secret.to_owned()))),
+        credential: Some(CredentialConfig::Secret(SecretString::from(
+            secret.to_owned(),
+        ))),
         ..AppOptions::default()
     })
     .await;
@@ -62,7 +82,10 @@ async fn a_wrong_secret_surfaces_aadsts7000215_and_never_the_secret() {
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert!(ready.headers().contains_key("retry-after"));
     let body = problem(ready, 503, "not_ready").await;
-    assert!(body["detail"].as_str().unwrap().contains("AADSTS7000215"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("AADSTS7000215"),
+        "{body}"
+    );
     assert!(!body.to_string().contains(secret));
 }
 
@@ -73,7 +96,9 @@ fn federated_token(jti: &str) -> String {
         "iss": "https://oidc.test.cluster", "sub": "system:serviceaccount:restore:gateway",
         "aud": "api://AzureADTokenExchange", "iat": now, "nbf": now, "exp": now + 3600, "jti": jti,
     });
-    let key = EncodingKey::from_rsa_pem(&std::fs::read(fixture("federated-issuer-key.pem")).unwrap()).unwrap();
+    let key =
+        EncodingKey::from_rsa_pem(&std::fs::read(fixture("federated-issuer-key.pem")).unwrap())
+            .unwrap();
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
 }
 
@@ -99,14 +124,20 @@ async fn a_federated_token_file_is_read_again_for_every_token_request() {
     std::fs::write(&token_file, federated_token("rotated")).unwrap();
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("federated")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("federated"))
+            .await
+            .status(),
+        201
+    );
     assert_eq!(app.counters().tokens_issued, 1);
 }
 
 #[tokio::test]
 async fn a_hundred_concurrent_uploads_cause_one_token_request_and_one_session() {
     let app = spawn_app().await;
-    let uploads = (0..100).map(|i| app.create(DEMO.mailbox_id, "inbox", item(&format!("item {i}"))));
+    let uploads =
+        (0..100).map(|i| app.create(DEMO.mailbox_id, "inbox", item(&format!("item {i}"))));
     let responses = futures_util::future::join_all(uploads).await;
     assert!(responses.iter().all(|r| r.status() == 201));
     let counters = app.counters();
@@ -127,7 +158,12 @@ async fn a_token_is_refreshed_before_it_expires() {
     })
     .await;
     let bob = app.simulator.add_mailbox("bob@contoso.com");
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("a")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("a"))
+            .await
+            .status(),
+        201
+    );
     assert_eq!(app.counters().tokens_issued, 1);
     // Refreshed after three quarters of a short token's life, before Graph would refuse it.
     tokio::time::sleep(Duration::from_millis(1600)).await;
@@ -141,7 +177,12 @@ async fn a_token_is_refreshed_before_it_expires() {
 async fn a_token_graph_refuses_is_replaced_once() {
     let app = spawn_app().await;
     let bob = app.simulator.add_mailbox("bob@contoso.com");
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("a")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("a"))
+            .await
+            .status(),
+        201
+    );
     app.simulator.revoke_tokens();
     assert_eq!(app.create(&bob, "inbox", item("b")).await.status(), 201);
     assert_eq!(app.counters().tokens_issued, 2);
@@ -155,6 +196,9 @@ async fn readiness_reports_ready_once_a_token_can_be_had() {
     assert_eq!(app.counters().tokens_issued, 0, "healthz must stay cheap");
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "ready");
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
     assert_eq!(app.counters().tokens_issued, 1);
 }

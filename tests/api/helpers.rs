@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use mailbox_gateway::config::{
-    Config, CredentialConfig, ImportHosts, TenantConfig, Timeouts,
-};
+use mailbox_gateway::config::{Config, CredentialConfig, ImportHosts, TenantConfig, Timeouts};
 use mailbox_gateway::fts::ItemBuilder;
 use mailbox_gateway::simulator::{Counters, Simulator, SimulatorConfig, DEMO};
 use secrecy::SecretString;
@@ -102,10 +100,14 @@ impl TestApp {
         self.simulator.counters()
     }
 
-    /// POSTs a raw item to `/v1/mailboxes/{mailbox}/folders/{folder}/items`.
+    /// POSTs a raw item (ids percent-encoded here) to `/v1/mailboxes/{mailbox}/folders/{folder}/items`.
     pub async fn create(&self, mailbox: &str, folder: &str, item: Vec<u8>) -> reqwest::Response {
         self.client
-            .post(self.url(&format!("/v1/mailboxes/{mailbox}/folders/{folder}/items")))
+            .post(self.url(&format!(
+                "/v1/mailboxes/{}/folders/{}/items",
+                encode(mailbox),
+                encode(folder)
+            )))
             .header("content-type", "application/octet-stream")
             .body(item)
             .send()
@@ -114,10 +116,19 @@ impl TestApp {
     }
 
     /// PUTs a raw item over `item_id` with `If-Match: "<change_key>"`.
-    pub async fn update(&self, mailbox: &str, folder: &str, item_id: &str, change_key: &str, item: Vec<u8>) -> reqwest::Response {
+    pub async fn update(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        item_id: &str,
+        change_key: &str,
+        item: Vec<u8>,
+    ) -> reqwest::Response {
         self.client
             .put(self.url(&format!(
-                "/v1/mailboxes/{mailbox}/folders/{folder}/items/{}",
+                "/v1/mailboxes/{}/folders/{}/items/{}",
+                encode(mailbox),
+                encode(folder),
                 encode(item_id)
             )))
             .header("content-type", "application/octet-stream")
@@ -142,7 +153,9 @@ pub fn encode(id: &str) -> String {
 
 /// A small well-formed item with a recognisable subject.
 pub fn item(subject: &str) -> Vec<u8> {
-    ItemBuilder::new(subject).body("Restored by a test.").build()
+    ItemBuilder::new(subject)
+        .body("Restored by a test.")
+        .build()
 }
 
 /// Reads a JSON body.
@@ -152,10 +165,21 @@ pub async fn json(response: reqwest::Response) -> serde_json::Value {
 
 /// Asserts that `response` is a problem with this status and code, and returns its body.
 pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
-    assert_eq!(response.status().as_u16(), status, "status of {:?}", response.url().path());
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {:?}",
+        response.url().path()
+    );
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(content_type, "application/problem+json");
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body = json(response).await;
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status);

@@ -10,14 +10,28 @@ use crate::helpers::{item, json, problem, spawn_app, spawn_app_with, AppOptions}
 async fn one_session_serves_every_folder_of_a_mailbox() {
     let app = spawn_app().await;
     for folder in ["inbox", "sentitems", "drafts", "deleteditems"] {
-        assert_eq!(app.create(DEMO.mailbox_address, folder, item(folder)).await.status(), 201);
+        assert_eq!(
+            app.create(DEMO.mailbox_address, folder, item(folder))
+                .await
+                .status(),
+            201
+        );
     }
     let counters = app.counters();
     assert_eq!(counters.sessions_created, 1);
     // One address look-up, four folder look-ups, one session; nothing repeated.
     assert_eq!(counters.graph_requests, 6);
-    assert_eq!(app.create(DEMO.mailbox_address, "inbox", item("again")).await.status(), 201);
-    assert_eq!(app.counters().graph_requests, 6, "resolved ids and the session are cached");
+    assert_eq!(
+        app.create(DEMO.mailbox_address, "inbox", item("again"))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        app.counters().graph_requests,
+        6,
+        "resolved ids and the session are cached"
+    );
 }
 
 #[tokio::test]
@@ -30,20 +44,43 @@ async fn a_session_is_renewed_before_it_expires() {
         ..AppOptions::default()
     })
     .await;
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("a")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("a"))
+            .await
+            .status(),
+        201
+    );
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("b")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("b"))
+            .await
+            .status(),
+        201
+    );
     let counters = app.counters();
     assert_eq!(counters.sessions_created, 2);
-    assert_eq!(counters.imports_rejected_unauthorized, 0, "renewed before the old one lapsed");
+    assert_eq!(
+        counters.imports_rejected_unauthorized, 0,
+        "renewed before the old one lapsed"
+    );
 }
 
 #[tokio::test]
 async fn a_refused_session_is_replaced_and_the_item_imported_once() {
     let app = spawn_app().await;
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("a")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("a"))
+            .await
+            .status(),
+        201
+    );
     app.simulator.revoke_sessions();
-    assert_eq!(app.create(DEMO.mailbox_id, "inbox", item("b")).await.status(), 201);
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("b"))
+            .await
+            .status(),
+        201
+    );
     let counters = app.counters();
     assert_eq!(counters.sessions_created, 2);
     assert_eq!(counters.imports_rejected_unauthorized, 1);
@@ -69,7 +106,9 @@ async fn a_folder_in_the_archive_mailbox_is_imported_through_the_archive_session
     let app = spawn_app().await;
     let archive = app.simulator.add_archive(DEMO.mailbox_id);
     let archive_inbox = app.simulator.folder_id(&archive, "inbox").unwrap();
-    let response = app.create(DEMO.mailbox_id, &archive_inbox, item("archived")).await;
+    let response = app
+        .create(DEMO.mailbox_id, &archive_inbox, item("archived"))
+        .await;
     assert_eq!(response.status(), 201);
     let created = json(response).await;
     let stored = app.simulator.items(&archive);
