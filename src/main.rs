@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -46,15 +47,24 @@ enum Command {
 const SAMPLE_ITEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/welcome.fts");
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     init_logging();
-    match Cli::parse().command {
+    let outcome = match Cli::parse().command {
         Command::Serve {
             config,
             listen,
             simulate,
         } => serve(config.as_deref(), listen, simulate).await,
         Command::Simulator { listen } => simulator(listen).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The message and its causes, without a backtrace: these are configuration problems for a
+            // person to fix, not bugs.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

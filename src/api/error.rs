@@ -36,6 +36,8 @@ pub enum ApiError {
     IfMatchRequired,
     #[error("{0}")]
     InvalidBody(String),
+    #[error("the URL path could not be read: {0}")]
+    InvalidPath(String),
     #[error("Data is not valid base64: {0}")]
     InvalidBase64(String),
     #[error("the request body could not be read: {0}")]
@@ -55,6 +57,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String },
     #[error("not ready: {0}")]
     NotReady(String),
+    /// Our own bug (a handler panicked). The cause is logged, never sent.
+    #[error("the gateway failed unexpectedly; the request id identifies the failure in its logs")]
+    Internal,
     /// Boxed: upstream errors are the large, rare case.
     #[error(transparent)]
     Upstream(Box<GraphError>),
@@ -113,6 +118,7 @@ impl ApiError {
                 "If-Match required",
             ),
             ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body", "Invalid request body"),
+            ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", "Invalid URL path"),
             ApiError::InvalidBase64(_) => (S::BAD_REQUEST, "invalid_base64", "Invalid base64"),
             ApiError::UnreadableBody(_) => {
                 (S::BAD_REQUEST, "unreadable_body", "Unreadable request body")
@@ -137,6 +143,7 @@ impl ApiError {
                 "Method not allowed",
             ),
             ApiError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready", "Not ready"),
+            ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
             ApiError::Upstream(error) => classify_upstream(error),
         }
     }

@@ -35,7 +35,7 @@ use request_id::{assign_request_id, graph_client_request_id};
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
 const ITEMS: &str = "/v1/mailboxes/{mailbox}/folders/{folder}/items";
-const ITEM: &str = "/v1/mailboxes/{mailbox}/folders/{folder}/items/{item_id}";
+const ITEM: &str = "/v1/mailboxes/{mailbox}/folders/{folder}/items/{itemId}";
 const IMPORT_ITEM: &str = "/v1/mailboxes/{mailbox}/importItem";
 const FOLDERS: &str = "/v1/mailboxes/{mailbox}/folders";
 
@@ -84,8 +84,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        // A panic in a handler becomes a 500 for that request instead of a dropped connection.
-        .layer(CatchPanicLayer::new())
+        // A panic in a handler becomes a 500 problem for that request instead of a dropped connection;
+        // inside the request-id scope, so the problem carries the id.
+        .layer(CatchPanicLayer::custom(|panic: Box<dyn std::any::Any + Send>| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %message, "a handler panicked");
+            ApiError::Internal.into_response()
+        }))
         // One span per request, carrying the request id assigned just outside it.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
             let id = request

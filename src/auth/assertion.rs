@@ -39,7 +39,7 @@ impl std::fmt::Debug for CertificateCredential {
 /// Why a credential could not be loaded at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the credential file {path}")]
     Read {
         path: String,
         source: std::io::Error,

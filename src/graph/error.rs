@@ -85,9 +85,10 @@ pub enum ErrorKind {
     /// The connection failed. `sent` tells whether the request may have reached the upstream.
     #[error("the upstream could not be reached ({reason})")]
     Unreachable { sent: bool, reason: String },
-    /// An import was sent but no answer came back (timeout or broken connection): the item may or may not
-    /// exist now, and sending it again blindly could make a duplicate.
-    #[error("the import was sent but no answer came back")]
+    /// An import was sent but no usable answer came back (timeout, broken connection, or a 500/502/504
+    /// while handling it): the item may or may not exist now, and sending it again blindly could make a
+    /// duplicate.
+    #[error("the import was sent but its outcome is unknown")]
     OutcomeUnknown { timed_out: bool },
     /// The upstream answered 2xx with something the gateway cannot read.
     #[error("the upstream's answer could not be read ({0})")]

@@ -391,13 +391,21 @@ impl GraphClient {
             ImportMode::Create => Missing::Folder,
             ImportMode::Update { .. } => Missing::Item,
         };
-        let kind = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
-            StatusCode::NOT_FOUND => ErrorKind::NotFound(missing),
+        let kind = match (status, &request.mode) {
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => ErrorKind::Unauthorized,
+            (StatusCode::NOT_FOUND, _) => ErrorKind::NotFound(missing),
             // Undocumented: a stale change key most likely answers 409 (EWS's ErrorIrresolvableConflict)
-            // or 412; both mean the same to the client.
-            StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => ErrorKind::ChangeKeyMismatch,
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::ItemRejected,
+            // or 412; both mean the same to the client. A create has no change key to be stale.
+            (StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED, ImportMode::Update { .. }) => {
+                ErrorKind::ChangeKeyMismatch
+            }
+            (StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE, _) => ErrorKind::ItemRejected,
+            // The service (or a proxy in front of it) failed while handling the item: it may have been
+            // stored. 503 is throttling or overload before any work, and stays retryable.
+            (StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY, _) => {
+                ErrorKind::OutcomeUnknown { timed_out: false }
+            }
+            (StatusCode::GATEWAY_TIMEOUT, _) => ErrorKind::OutcomeUnknown { timed_out: true },
             _ => classify_graph_status(status, &headers, None, missing),
         };
         let error = GraphError {
