@@ -1,6 +1,7 @@
 //! Serves the Microsoft Graph endpoints the gateway uses (`/v1.0/...`), with Graph's bearer check,
 //! request-id headers and error shape.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, Request, State};
@@ -79,7 +80,7 @@ pub(crate) struct GraphContext {
 }
 
 impl GraphContext {
-    fn new(request_id: &RequestId, headers: &HeaderMap) -> GraphContext {
+    pub(crate) fn new(request_id: &RequestId, headers: &HeaderMap) -> GraphContext {
         GraphContext {
             request_id: request_id.0.clone(),
             client_request_id: headers
@@ -89,15 +90,15 @@ impl GraphContext {
         }
     }
 
-    fn error(
+    pub(crate) fn error(
         &self,
         status: StatusCode,
-        code: &'static str,
+        code: impl Into<Cow<'static, str>>,
         message: impl Into<String>,
     ) -> GraphError {
         GraphError {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             context: self.clone(),
         }
@@ -108,7 +109,8 @@ impl GraphContext {
 #[derive(Debug)]
 pub(crate) struct GraphError {
     status: StatusCode,
-    code: &'static str,
+    /// Mostly a literal; scripted faults may name any code.
+    code: Cow<'static, str>,
     message: String,
     context: GraphContext,
 }

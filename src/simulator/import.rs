@@ -47,6 +47,11 @@ fn bad_request(message: impl Into<String>) -> ImportError {
     fail(StatusCode::BAD_REQUEST, message)
 }
 
+/// Exchange's `{"Message": ...}` answer, for errors decided outside this module (scripted faults).
+pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    fail(status, message).into_response()
+}
+
 impl IntoResponse for ImportError {
     fn into_response(self) -> Response {
         (

@@ -151,38 +151,55 @@ impl LoginError {
     }
 
     fn into_response_for(self, request_headers: &HeaderMap) -> Response {
-        let trace_id = uuid::Uuid::new_v4().to_string();
-        // Entra reuses the caller's client-request-id as the correlation id.
-        let correlation_id = request_headers
-            .get("client-request-id")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let timestamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
-        let body = json!({
-            "error": self.error,
-            "error_description": format!(
-                "AADSTS{}: {} Trace ID: {trace_id} Correlation ID: {correlation_id} Timestamp: {timestamp}",
-                self.code, self.description
-            ),
-            "error_codes": [self.code],
-            "timestamp": timestamp,
-            "trace_id": trace_id,
-            "correlation_id": correlation_id,
-        });
-        let mut response = (
+        error_response(
             self.status,
-            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-            body.to_string(),
+            self.error,
+            self.code,
+            &self.description,
+            request_headers,
         )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
     }
+}
+
+/// Entra's error answer: `error` is the OAuth error code, `code` the AADSTS number. Also used for
+/// scripted faults, which may name any OAuth error.
+pub(crate) fn error_response(
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    description: &str,
+    request_headers: &HeaderMap,
+) -> Response {
+    let trace_id = uuid::Uuid::new_v4().to_string();
+    // Entra reuses the caller's client-request-id as the correlation id.
+    let correlation_id = request_headers
+        .get("client-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let timestamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
+    let body = json!({
+        "error": error,
+        "error_description": format!(
+            "AADSTS{code}: {description} Trace ID: {trace_id} Correlation ID: {correlation_id} Timestamp: {timestamp}"
+        ),
+        "error_codes": [code],
+        "timestamp": timestamp,
+        "trace_id": trace_id,
+        "correlation_id": correlation_id,
+    });
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 /// Validates a token request in the order Entra does: tenant, form, grant, client, scope, credential.

@@ -9,8 +9,10 @@
 //! - `/v1.0/...` (graph.microsoft.com, [`graph`]),
 //! - `POST /api/gv1.0/Mailboxes('{id}')/importItem?authtoken=...` (outlook.office365.com, [`import`]).
 //!
-//! Tests drive it over real sockets and inspect its state through [`Simulator`]'s methods.
+//! Tests drive it over real sockets, inspect its state through [`Simulator`]'s methods, and script
+//! faults (throttling, outages, slow or dropped answers) with [`Simulator::inject`] (module `faults`).
 
+mod faults;
 mod graph;
 mod import;
 mod login;
@@ -30,7 +32,10 @@ use axum::routing::post;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use faults::FaultPoint;
 use state::Shared;
+
+pub use faults::{Fault, FaultTarget};
 
 /// Tunables of a simulator instance.
 #[derive(Clone, Debug)]
@@ -85,6 +90,9 @@ pub struct Counters {
     pub items_updated: u64,
     /// Every request under `/v1.0`, authenticated or not.
     pub graph_requests: u64,
+    /// Requests that consumed a scripted [`Fault`], whatever its kind; they are also counted as
+    /// `graph_requests` or `import_requests`.
+    pub faults_injected: u64,
 }
 
 /// An item as the simulated mailbox stores it.
@@ -239,6 +247,21 @@ impl Simulator {
         self.shared.lock().tokens.clear();
     }
 
+    /// Queues `fault` for the next `times` requests to `target` (FIFO across calls; each request
+    /// consumes one). [`FaultTarget`] says where on each endpoint a fault fires.
+    ///
+    /// Panics on a fault no service could produce: a `Status` outside 400-599, or a `ThrottledUntil`
+    /// more than a century ahead.
+    pub fn inject(&self, target: FaultTarget, fault: Fault, times: usize) {
+        fault.check();
+        self.shared.lock().faults.push(target, fault, times);
+    }
+
+    /// Forgets every queued fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         self.shared.lock().counters.clone()
@@ -261,14 +284,28 @@ pub(crate) struct RequestId(pub String);
 
 /// Assembles every route of the three simulated hosts.
 fn router(shared: Arc<Shared>) -> Router {
+    // Scripted faults sit in front of each endpoint, so that they fire before it looks at the request.
+    let fault_layer = |target| {
+        middleware::from_fn_with_state(FaultPoint::new(&shared, target), faults::intercept)
+    };
     Router::new()
-        .route("/{tenant}/oauth2/v2.0/token", post(login::token))
+        .route(
+            "/{tenant}/oauth2/v2.0/token",
+            // A route layer, so that a wrong method does not consume a fault.
+            post(login::token).route_layer(fault_layer(FaultTarget::Token)),
+        )
         .route(
             "/api/gv1.0/{segment}/importItem",
             // Item streams may be far larger than axum's 2 MB default body limit.
-            post(import::import_item).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+            post(import::import_item)
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .route_layer(fault_layer(FaultTarget::Import)),
         )
-        .nest("/v1.0", graph::router(shared.clone()))
+        .nest(
+            "/v1.0",
+            // Outside the bearer check and around the fallbacks: every request graph_requests counts.
+            graph::router(shared.clone()).layer(fault_layer(FaultTarget::Graph)),
+        )
         .fallback(graph::unknown_resource)
         .method_not_allowed_fallback(graph::method_not_allowed)
         // Outermost, so that every response, errors and fallbacks included, carries a request-id.

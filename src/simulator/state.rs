@@ -12,6 +12,7 @@ use jsonwebtoken::DecodingKey;
 use rand::{Rng, RngCore};
 use tokio::time::Instant;
 
+use super::faults::FaultQueue;
 use super::{Counters, SimulatorConfig, StoredItem, DEMO};
 
 /// The object id of the demo user (the `id` in `settings/exchange`); not part of [`DEMO`] because
@@ -66,6 +67,7 @@ impl Shared {
             tokens: HashMap::new(),
             sessions: HashMap::new(),
             counters: Counters::default(),
+            faults: FaultQueue::default(),
         };
         inner.create_user(
             DEMO_USER_ID.to_owned(),
@@ -105,6 +107,8 @@ pub(crate) struct Inner {
     /// Import session authtoken → session.
     pub sessions: HashMap<String, Session>,
     pub counters: Counters,
+    /// Faults scripted by tests, played by [`super::faults::intercept`].
+    pub faults: FaultQueue,
 }
 
 /// An app registration and the credentials it accepts.

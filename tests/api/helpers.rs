@@ -23,6 +23,7 @@ pub struct AppOptions {
     pub max_item_bytes: u64,
     /// `None`: the simulator's own origin.
     pub import_hosts: Option<String>,
+    pub timeouts: Timeouts,
 }
 
 impl Default for AppOptions {
@@ -32,6 +33,7 @@ impl Default for AppOptions {
             credential: None,
             max_item_bytes: 1024 * 1024,
             import_hosts: None,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -74,7 +76,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
                 .unwrap(),
         },
         max_item_bytes: options.max_item_bytes,
-        timeouts: Timeouts::default(),
+        timeouts: options.timeouts,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());

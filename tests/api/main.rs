@@ -7,3 +7,4 @@ mod folders;
 mod helpers;
 mod items;
 mod sessions;
+mod upstream;
