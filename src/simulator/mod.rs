@@ -262,6 +262,12 @@ impl Simulator {
         self.shared.lock().faults.clear();
     }
 
+    /// Every access token and import-session authtoken issued so far, for tests that search logs and
+    /// responses for leaked credentials.
+    pub fn issued_credentials(&self) -> Vec<String> {
+        self.shared.lock().issued_credentials.clone()
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         self.shared.lock().counters.clone()

@@ -66,6 +66,7 @@ impl Shared {
             mailboxes: Vec::new(),
             tokens: HashMap::new(),
             sessions: HashMap::new(),
+            issued_credentials: Vec::new(),
             counters: Counters::default(),
             faults: FaultQueue::default(),
         };
@@ -106,6 +107,8 @@ pub(crate) struct Inner {
     pub tokens: HashMap<String, Instant>,
     /// Import session authtoken → session.
     pub sessions: HashMap<String, Session>,
+    /// Every access token and authtoken ever issued, so leak tests can search logs and bodies for them.
+    pub issued_credentials: Vec<String>,
     pub counters: Counters,
     /// Faults scripted by tests, played by [`super::faults::intercept`].
     pub faults: FaultQueue,
@@ -221,6 +224,7 @@ impl Inner {
         let token = random_token();
         let expires = Instant::now() + self.config.token_lifetime;
         self.tokens.insert(token.clone(), expires);
+        self.issued_credentials.push(token.clone());
         self.counters.tokens_issued += 1;
         token
     }
@@ -248,6 +252,7 @@ impl Inner {
                 expires: Instant::now() + lifetime,
             },
         );
+        self.issued_credentials.push(authtoken.clone());
         self.counters.sessions_created += 1;
         (authtoken, lifetime)
     }

@@ -1,0 +1,161 @@
+//! No secret leaves: the full flow at the most verbose log level, with every log line, response and
+//! `Debug` print captured and searched for each credential.
+
+#[allow(dead_code)]
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use helpers::{fixture, item, spawn_app_with, AppOptions};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mailbox_gateway::config::{CertificateAlgorithm, CredentialConfig};
+use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn federated_token() -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": "https://oidc.test.cluster", "sub": "system:serviceaccount:restore:gateway",
+        "aud": "api://AzureADTokenExchange", "iat": now, "nbf": now, "exp": now + 3600, "jti": "leak-test",
+    });
+    let key =
+        EncodingKey::from_rsa_pem(&std::fs::read(fixture("federated-issuer-key.pem")).unwrap())
+            .unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
+}
+
+/// A response's headers and body, as the client saw them.
+async fn read(response: reqwest::Response) -> String {
+    let headers = format!("{:?}", response.headers());
+    format!("{headers}\n{}\n", response.text().await.unwrap())
+}
+
+/// Runs creates, an update, a folder listing, readiness and a few failures; returns what the client saw.
+async fn exercise(app: &helpers::TestApp) -> String {
+    let created = app
+        .create(DEMO.mailbox_address, "inbox", item("leak test"))
+        .await;
+    let mut seen = format!("{:?}\n", created.headers());
+    let created: serde_json::Value = created.json().await.unwrap();
+    seen.push_str(&created.to_string());
+    let updated = app
+        .update(
+            DEMO.mailbox_address,
+            "inbox",
+            created["itemId"].as_str().unwrap(),
+            created["changeKey"].as_str().unwrap(),
+            item("leak test v2"),
+        )
+        .await;
+    seen.push_str(&read(updated).await);
+    app.simulator.revoke_sessions();
+    app.simulator
+        .inject(FaultTarget::Import, Fault::DropAfterHandling, 1);
+    app.simulator.inject(
+        FaultTarget::Graph,
+        Fault::Status {
+            status: 403,
+            retry_after: None,
+            code: None,
+        },
+        1,
+    );
+    for path in [
+        format!("/v1/mailboxes/{}/folders", DEMO.mailbox_address),
+        "/readyz".to_owned(),
+    ] {
+        seen.push_str(&read(app.client.get(app.url(&path)).send().await.unwrap()).await);
+    }
+    for _ in 0..2 {
+        seen.push_str(&read(app.create(DEMO.mailbox_id, "drafts", item("more")).await).await);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let federated = federated_token();
+    std::fs::write(&token_file, &federated).unwrap();
+    let key_pem = std::fs::read_to_string(fixture("app-cert-and-key.pem")).unwrap();
+
+    let mut seen = String::new();
+    let mut credentials = vec![DEMO.client_secret.to_owned(), federated.clone()];
+    for credential in [
+        None,
+        Some(CredentialConfig::Certificate {
+            path: fixture("app-cert-and-key.pem"),
+            algorithm: CertificateAlgorithm::Ps256,
+        }),
+        Some(CredentialConfig::FederatedTokenFile(token_file.clone())),
+    ] {
+        seen.push_str(&format!("{credential:?}\n"));
+        let app = spawn_app_with(AppOptions {
+            credential,
+            ..AppOptions::default()
+        })
+        .await;
+        app.simulator.register_certificate(&key_pem);
+        app.simulator.register_federated_issuer(
+            "https://oidc.test.cluster",
+            "system:serviceaccount:restore:gateway",
+            &std::fs::read_to_string(fixture("federated-issuer-pub.pem")).unwrap(),
+        );
+        seen.push_str(&exercise(&app).await);
+        assert!(app.counters().items_created >= 2, "the flow ran");
+        credentials.extend(app.simulator.issued_credentials());
+    }
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("imported an item"),
+        "trace logging was captured"
+    );
+    let everything = format!("{logs}\n{seen}");
+    assert!(
+        credentials.len() >= 8,
+        "tokens and sessions were issued: {}",
+        credentials.len()
+    );
+    for credential in &credentials {
+        assert!(
+            !everything.contains(credential.as_str()),
+            "a credential leaked: {credential:.12}..."
+        );
+    }
+    // The private key, the signed assertions (JWTs start with eyJ), and authtoken query strings.
+    let key_line = key_pem
+        .lines()
+        .skip_while(|l| !l.contains("PRIVATE KEY"))
+        .nth(3)
+        .unwrap();
+    assert!(!everything.contains(key_line), "the private key leaked");
+    assert!(
+        !everything.contains("eyJ"),
+        "a JWT (assertion or federated token) leaked"
+    );
+    assert!(!everything.contains("authtoken="), "an importUrl leaked");
+}
