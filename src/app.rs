@@ -1,44 +1,112 @@
-//! Builds the gateway's shared state from its configuration and serves the API until shutdown.
+//! Builds the gateway's shared state from its configuration, serves the API, and shuts down gracefully.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::CredentialError;
-use crate::config::Config;
+use crate::config::{Config, RetryPolicy};
 use crate::graph::GraphClient;
+use crate::idempotency::IdempotencyStore;
 
 /// What every request handler shares: a cheap `Clone` of `Arc`s.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// The tenant's Graph client, with its token, sessions and resolved ids.
+    /// The tenant's Graph client, with its token, sessions, resolved ids and mailbox pacing.
     pub graph: Arc<GraphClient>,
     /// Largest raw item accepted, in bytes.
     pub max_item_bytes: u64,
+    /// Longest pause in a client's upload.
+    pub client_body_timeout: Duration,
+    /// The retry budget each client request gets.
+    pub retry: RetryPolicy,
+    /// Outcomes of requests sent with an `Idempotency-Key`.
+    pub idempotency: IdempotencyStore,
+    /// Imports run as tasks of their own (so a client hanging up does not cancel them); shutdown waits
+    /// for them.
+    pub tasks: TaskTracker,
+    shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// Builds the state; fails if the configured credential cannot be loaded.
     pub fn new(config: &Config) -> Result<AppState, CredentialError> {
         Ok(AppState {
-            graph: Arc::new(GraphClient::new(&config.tenant, config.timeouts)?),
+            graph: Arc::new(GraphClient::new(
+                &config.tenant,
+                config.timeouts,
+                config.pacing,
+            )?),
             max_item_bytes: config.max_item_bytes,
+            client_body_timeout: config.timeouts.client_body,
+            retry: config.retry,
+            idempotency: IdempotencyStore::new(config.idempotency),
+            tasks: TaskTracker::new(),
+            shutting_down: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Whether a shutdown has begun (readiness then reports not ready).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests and returns.
+/// Serves the API on `listener` until `shutdown` completes, then shuts down gracefully: readiness turns
+/// false, no new connection is accepted, and in-flight requests and imports get `config.shutdown_grace`
+/// to finish before this returns.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(&config)?;
-    let router = crate::api::router(state);
+    let router = crate::api::router(state.clone());
     tracing::info!(address = %listener.local_addr()?, "mailbox-gateway listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.shutting_down.store(true, Ordering::Relaxed);
+            tracing::info!(
+                grace_secs = config.shutdown_grace.as_secs(),
+                "shutting down: finishing in-flight requests"
+            );
+            began_tx.send(()).ok();
+        }
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let grace_over = async {
+        // Pending forever if the server ends without a shutdown (the sender is then dropped).
+        if began_rx.await.is_ok() {
+            tokio::time::sleep(config.shutdown_grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let deadline = tokio::time::Instant::now();
+    tokio::select! {
+        served = server => served?,
+        () = grace_over => {
+            tracing::warn!("grace period over with requests still in flight; closing them");
+        }
+    }
+    // Imports whose clients hung up may still be running; they get what is left of the grace period.
+    state.tasks.close();
+    let left = config.shutdown_grace.saturating_sub(deadline.elapsed());
+    if tokio::time::timeout(left, state.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            imports = state.tasks.len(),
+            "grace period over with imports still running"
+        );
+    }
     Ok(())
 }

@@ -21,6 +21,8 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// Default origins that Graph's `importUrl` may point to.
 pub const DEFAULT_IMPORT_HOSTS: &str = "outlook.office365.com";
+/// Default time given to in-flight imports after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default largest item accepted: Exchange Online's own message size limit.
 pub const DEFAULT_MAX_ITEM_BYTES: u64 = 150 * 1024 * 1024;
 
@@ -57,6 +59,42 @@ pub const KEYS: &[(&str, &str)] = &[
         "MAILBOX_GATEWAY_UPSTREAM_TIMEOUT_SECS",
         "upstream request timeout",
     ),
+    (
+        "MAILBOX_GATEWAY_CLIENT_BODY_TIMEOUT_SECS",
+        "longest pause in a client's upload",
+    ),
+    (
+        "MAILBOX_GATEWAY_RETRY_ATTEMPTS",
+        "upstream attempts per request",
+    ),
+    (
+        "MAILBOX_GATEWAY_RETRY_BUDGET_SECS",
+        "time a request may spend retrying",
+    ),
+    (
+        "MAILBOX_GATEWAY_MAILBOX_CONCURRENCY",
+        "upstream requests in flight per mailbox",
+    ),
+    (
+        "MAILBOX_GATEWAY_MAILBOX_QUEUE_TIMEOUT_SECS",
+        "longest wait for a mailbox's turn",
+    ),
+    (
+        "MAILBOX_GATEWAY_UPLOAD_BYTES_PER_5_MIN",
+        "upload pacing per mailbox (0 = off)",
+    ),
+    (
+        "MAILBOX_GATEWAY_IDEMPOTENCY_TTL_SECS",
+        "how long idempotency keys are kept",
+    ),
+    (
+        "MAILBOX_GATEWAY_IDEMPOTENCY_CAPACITY",
+        "how many idempotency keys are kept",
+    ),
+    (
+        "MAILBOX_GATEWAY_SHUTDOWN_GRACE_SECS",
+        "time to finish in-flight imports on shutdown",
+    ),
 ];
 
 /// The gateway's whole configuration.
@@ -68,8 +106,73 @@ pub struct Config {
     pub tenant: TenantConfig,
     /// Largest raw item accepted, in bytes.
     pub max_item_bytes: u64,
-    /// Upstream timeouts.
+    /// Upstream and client timeouts.
     pub timeouts: Timeouts,
+    /// How much retrying one client request may do.
+    pub retry: RetryPolicy,
+    /// Per-mailbox limits on upstream traffic.
+    pub pacing: Pacing,
+    /// How idempotency keys are kept.
+    pub idempotency: IdempotencySettings,
+    /// Time given to in-flight imports after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// Bounds on retrying one client request: attempts across all its upstream calls, and time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Upstream attempts per client request, first tries included.
+    pub max_attempts: u32,
+    /// Time after which no new attempt starts and no wait is begun.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            budget: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Per-mailbox limits, after Outlook's documented ones (upstream.md section 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    /// Upstream requests in flight per mailbox, across all clients.
+    pub mailbox_concurrency: usize,
+    /// Longest wait in a mailbox's queue before `503 mailbox_busy`.
+    pub queue_timeout: Duration,
+    /// Upload bytes per mailbox per 5 minutes; 0 turns upload pacing off.
+    pub upload_bytes_per_5_min: u64,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            mailbox_concurrency: 4,
+            queue_timeout: Duration::from_secs(30),
+            upload_bytes_per_5_min: 150_000_000,
+        }
+    }
+}
+
+/// How idempotency keys are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotencySettings {
+    /// How long a key and its response are kept.
+    pub ttl: Duration,
+    /// How many keys are kept at most; the least recently used go first.
+    pub capacity: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        IdempotencySettings {
+            ttl: Duration::from_secs(24 * 60 * 60),
+            capacity: 100_000,
+        }
+    }
 }
 
 /// Everything specific to one tenant: who we are there and where its endpoints live.
@@ -114,13 +217,16 @@ pub enum CertificateAlgorithm {
     Rs256,
 }
 
-/// Upstream timeouts.
+/// Upstream and client timeouts.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
-    /// Time to establish a connection.
+    /// Time to establish an upstream connection.
     pub connect: Duration,
-    /// Time for a whole Graph call, and the base of an import's time (which grows with item size).
+    /// Time for one Graph call attempt, and the base of an import attempt's time (which grows with item
+    /// size).
     pub request: Duration,
+    /// Longest pause between two pieces of a client's upload before it is cut off with 408.
+    pub client_body: Duration,
 }
 
 impl Default for Timeouts {
@@ -128,6 +234,7 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(10),
             request: Duration::from_secs(30),
+            client_body: Duration::from_secs(30),
         }
     }
 }
@@ -276,17 +383,70 @@ impl Config {
             "MAILBOX_GATEWAY_MAX_ITEM_BYTES",
             DEFAULT_MAX_ITEM_BYTES,
         )?;
+        let secs = |key, default: Duration| {
+            positive(sources, key, default.as_secs()).map(Duration::from_secs)
+        };
         let timeouts = Timeouts {
-            connect: Duration::from_secs(positive(
-                sources,
+            connect: secs(
                 "MAILBOX_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECS",
-                Timeouts::default().connect.as_secs(),
-            )?),
-            request: Duration::from_secs(positive(
-                sources,
+                Timeouts::default().connect,
+            )?,
+            request: secs(
                 "MAILBOX_GATEWAY_UPSTREAM_TIMEOUT_SECS",
-                Timeouts::default().request.as_secs(),
-            )?),
+                Timeouts::default().request,
+            )?,
+            client_body: secs(
+                "MAILBOX_GATEWAY_CLIENT_BODY_TIMEOUT_SECS",
+                Timeouts::default().client_body,
+            )?,
+        };
+        let retry = RetryPolicy {
+            max_attempts: positive(
+                sources,
+                "MAILBOX_GATEWAY_RETRY_ATTEMPTS",
+                RetryPolicy::default().max_attempts.into(),
+            )?
+            .try_into()
+            .map_err(|_| ConfigError::Invalid {
+                key: "MAILBOX_GATEWAY_RETRY_ATTEMPTS",
+                problem: "too large".into(),
+            })?,
+            budget: secs(
+                "MAILBOX_GATEWAY_RETRY_BUDGET_SECS",
+                RetryPolicy::default().budget,
+            )?,
+        };
+        let pacing = Pacing {
+            mailbox_concurrency: positive(
+                sources,
+                "MAILBOX_GATEWAY_MAILBOX_CONCURRENCY",
+                Pacing::default().mailbox_concurrency as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+            queue_timeout: secs(
+                "MAILBOX_GATEWAY_MAILBOX_QUEUE_TIMEOUT_SECS",
+                Pacing::default().queue_timeout,
+            )?,
+            upload_bytes_per_5_min: match sources.get("MAILBOX_GATEWAY_UPLOAD_BYTES_PER_5_MIN") {
+                Some("0") => 0,
+                _ => positive(
+                    sources,
+                    "MAILBOX_GATEWAY_UPLOAD_BYTES_PER_5_MIN",
+                    Pacing::default().upload_bytes_per_5_min,
+                )?,
+            },
+        };
+        let idempotency = IdempotencySettings {
+            ttl: secs(
+                "MAILBOX_GATEWAY_IDEMPOTENCY_TTL_SECS",
+                IdempotencySettings::default().ttl,
+            )?,
+            capacity: positive(
+                sources,
+                "MAILBOX_GATEWAY_IDEMPOTENCY_CAPACITY",
+                IdempotencySettings::default().capacity,
+            )?,
         };
         let tenant = match tenant {
             Some(tenant) => tenant,
@@ -294,10 +454,33 @@ impl Config {
         };
         Ok(Config {
             listen,
-            tenant,
             max_item_bytes,
             timeouts,
+            retry,
+            pacing,
+            idempotency,
+            shutdown_grace: secs(
+                "MAILBOX_GATEWAY_SHUTDOWN_GRACE_SECS",
+                DEFAULT_SHUTDOWN_GRACE,
+            )?,
+            ..Config::new(tenant)
         })
+    }
+
+    /// The defaults for everything but the tenant (tests start from this).
+    pub fn new(tenant: TenantConfig) -> Config {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            tenant,
+            max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            pacing: Pacing::default(),
+            idempotency: IdempotencySettings::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
     }
 }
 

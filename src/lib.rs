@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod fts;
 pub mod graph;
+pub mod idempotency;
 pub mod ids;
 pub mod refresh;
 pub mod simulator;

@@ -42,6 +42,14 @@ pub enum ApiError {
     InvalidBase64(String),
     #[error("the request body could not be read: {0}")]
     UnreadableBody(String),
+    #[error("the upload paused for more than {} seconds and was cut off", idle.as_secs())]
+    RequestTimeout { idle: Duration },
+    #[error(
+        "Idempotency-Key must be 1 to 255 visible ASCII characters, optionally in double quotes"
+    )]
+    InvalidIdempotencyKey,
+    #[error("this Idempotency-Key was already used for a different request (mailbox, folder, mode or item)")]
+    IdempotencyKeyReused,
     #[error("this endpoint takes {expected}, not {received}")]
     UnsupportedMediaType {
         expected: &'static str,
@@ -104,6 +112,16 @@ pub struct Problem {
 }
 
 impl ApiError {
+    /// Whether a retry of the same request would get the same answer, so the answer is kept under the
+    /// request's idempotency key: client errors, and imports that may have reached Exchange. Failures
+    /// that provably did nothing (throttling, an unreachable upstream) leave the key free for a retry.
+    pub fn is_settled(&self) -> bool {
+        match self {
+            ApiError::Upstream(error) if error.may_have_acted() => true,
+            other => other.classify().0.is_client_error(),
+        }
+    }
+
     /// Status, stable code and title.
     fn classify(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;
@@ -123,6 +141,19 @@ impl ApiError {
             ApiError::UnreadableBody(_) => {
                 (S::BAD_REQUEST, "unreadable_body", "Unreadable request body")
             }
+            ApiError::RequestTimeout { .. } => {
+                (S::REQUEST_TIMEOUT, "request_timeout", "Upload too slow")
+            }
+            ApiError::InvalidIdempotencyKey => (
+                S::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "Invalid Idempotency-Key",
+            ),
+            ApiError::IdempotencyKeyReused => (
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency-Key reused",
+            ),
             ApiError::UnsupportedMediaType { .. } => (
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -200,6 +231,7 @@ fn classify_upstream(error: &GraphError) -> (StatusCode, &'static str, &'static 
             "item_rejected",
             "Exchange refused the item",
         ),
+        ErrorKind::MailboxBusy { .. } => (S::SERVICE_UNAVAILABLE, "mailbox_busy", "Mailbox busy"),
         ErrorKind::Throttled { .. } => (
             S::SERVICE_UNAVAILABLE,
             "upstream_throttled",

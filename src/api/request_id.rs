@@ -4,6 +4,8 @@
 //! `client-request-id`. It is kept in a task-local for the duration of the request so that the one place
 //! that renders errors can reach it without threading it through every function.
 
+use std::future::Future;
+
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -48,6 +50,17 @@ pub async fn assign_request_id(mut request: Request, next: Next) -> Response {
         .await;
     response.headers_mut().insert(X_REQUEST_ID, header);
     response
+}
+
+/// Runs `future` (typically on a task of its own) with the current request's ids in scope.
+pub fn carry_request_id<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let ids = REQUEST_IDS.try_with(Clone::clone).ok();
+    async move {
+        match ids {
+            Some(ids) => REQUEST_IDS.scope(ids, future).await,
+            None => future.await,
+        }
+    }
 }
 
 /// The current request's id, or `-` outside a request.

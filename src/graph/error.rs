@@ -64,9 +64,12 @@ pub enum ErrorKind {
     /// Exchange refused the item itself (importItem answered 400).
     #[error("Exchange refused the item")]
     ItemRejected,
-    /// Throttled (429, or 503 with `Retry-After`).
+    /// Throttled (429 or 503), or held because of an earlier 429 for longer than the request can wait.
     #[error("the upstream is throttling this mailbox")]
     Throttled { retry_after: Option<Duration> },
+    /// The mailbox's queue (concurrency or upload pacing) did not give this request a turn in time.
+    #[error("too many requests for this mailbox are already waiting or in flight")]
+    MailboxBusy { retry_after: Duration },
     /// Graph refused the app's token or the import session, even after a fresh one.
     #[error("the upstream refused the app's credentials")]
     Unauthorized,
@@ -111,13 +114,15 @@ impl GraphError {
         }
     }
 
-    /// Whether repeating the same request could succeed and cannot cause a duplicate.
+    /// Whether repeating the same request could succeed and cannot cause a duplicate: throttling, and
+    /// calls that timed out or lost their connection. Imports never carry the last two kinds once sent
+    /// (they become `OutcomeUnknown`), so what remains of them is either unsent or a lookup or session
+    /// creation, which is safe to repeat.
     pub fn retryable(&self) -> bool {
-        match &self.kind {
-            ErrorKind::Throttled { .. } => true,
-            ErrorKind::Timeout { sent } | ErrorKind::Unreachable { sent, .. } => !sent,
-            _ => false,
-        }
+        matches!(
+            &self.kind,
+            ErrorKind::Throttled { .. } | ErrorKind::Timeout { .. } | ErrorKind::Unreachable { .. }
+        )
     }
 
     /// Whether the upstream may have carried out a state-changing request despite the error: an import
@@ -130,6 +135,7 @@ impl GraphError {
     pub fn retry_after(&self) -> Option<Duration> {
         match &self.kind {
             ErrorKind::Throttled { retry_after } => *retry_after,
+            ErrorKind::MailboxBusy { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -254,14 +260,11 @@ pub(crate) fn classify_graph_status(
         StatusCode::NOT_FOUND => ErrorKind::NotFound(missing),
         StatusCode::UNAUTHORIZED => ErrorKind::Unauthorized,
         StatusCode::FORBIDDEN => ErrorKind::Forbidden,
-        StatusCode::TOO_MANY_REQUESTS => ErrorKind::Throttled {
+        // 503 is how Graph sometimes throttles, and otherwise means "not now": either way nothing was
+        // done, and a later try may succeed.
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Throttled {
             retry_after: retry_after(headers),
         },
-        StatusCode::SERVICE_UNAVAILABLE if headers.contains_key(RETRY_AFTER) => {
-            ErrorKind::Throttled {
-                retry_after: retry_after(headers),
-            }
-        }
         StatusCode::GATEWAY_TIMEOUT => ErrorKind::Timeout { sent: true },
         s if s.is_server_error() => ErrorKind::ServerError,
         _ => ErrorKind::Rejected,
@@ -312,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn only_unsent_requests_are_retryable_after_transport_failures() {
+    fn imports_whose_outcome_is_unknown_are_never_retryable() {
         let unsent = GraphError::new(
             "x",
             ErrorKind::Unreachable {
@@ -320,10 +323,10 @@ mod tests {
                 reason: "refused".into(),
             },
         );
-        let sent = GraphError::new("x", ErrorKind::Timeout { sent: true });
+        let lookup_timeout = GraphError::new("x", ErrorKind::Timeout { sent: true });
         let unknown = GraphError::new("x", ErrorKind::OutcomeUnknown { timed_out: true });
         assert!(unsent.retryable() && !unsent.may_have_acted());
-        assert!(!sent.retryable() && !sent.may_have_acted());
+        assert!(lookup_timeout.retryable() && !lookup_timeout.may_have_acted());
         assert!(!unknown.retryable() && unknown.may_have_acted());
     }
 }

@@ -6,6 +6,8 @@
 
 mod body;
 mod error;
+mod pacing;
+mod retry;
 mod sessions;
 
 use std::time::Duration;
@@ -20,10 +22,12 @@ use url::Url;
 
 pub use body::ImportBody;
 pub use error::{ErrorKind, GraphError, Missing, UpstreamAnswer};
+pub use pacing::{MailboxPacer, MailboxPermit};
+pub use retry::CallContext;
 pub use sessions::{ImportSession, SessionCache, SESSION_RENEW_MARGIN};
 
 use crate::auth::{Credential, CredentialError, TokenProvider};
-use crate::config::{ImportHosts, TenantConfig, Timeouts};
+use crate::config::{ImportHosts, Pacing, TenantConfig, Timeouts};
 use crate::ids::{FolderRef, MailboxRef};
 use error::{classify_graph_status, import_transport_error, transport_error, upstream_answer};
 
@@ -84,6 +88,7 @@ pub struct GraphClient {
     timeouts: Timeouts,
     tokens: TokenProvider,
     sessions: SessionCache,
+    pacer: MailboxPacer,
     /// Lower-cased address to mailbox id. moka coalesces concurrent look-ups of the same key.
     mailboxes: Cache<String, String>,
     /// (mailbox id, well-known name) to folder id.
@@ -121,7 +126,11 @@ enum AttemptError {
 
 impl GraphClient {
     /// A client for `tenant`. Loads the credential now, so a bad certificate stops start-up.
-    pub fn new(tenant: &TenantConfig, timeouts: Timeouts) -> Result<GraphClient, CredentialError> {
+    pub fn new(
+        tenant: &TenantConfig,
+        timeouts: Timeouts,
+        pacing: Pacing,
+    ) -> Result<GraphClient, CredentialError> {
         let credential = Credential::load(&tenant.credential)?;
         let http = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
@@ -136,6 +145,7 @@ impl GraphClient {
             import_hosts: tenant.import_hosts.clone(),
             timeouts,
             sessions: SessionCache::default(),
+            pacer: MailboxPacer::new(pacing),
             mailboxes: Cache::builder()
                 .max_capacity(RESOLVED_ID_CAPACITY)
                 .time_to_live(RESOLVED_ID_TTL)
@@ -156,7 +166,7 @@ impl GraphClient {
     pub async fn resolve_mailbox(
         &self,
         mailbox: &MailboxRef,
-        request_id: &str,
+        context: &CallContext,
     ) -> Result<String, GraphError> {
         let address = match mailbox {
             MailboxRef::Id(id) => return Ok(id.clone()),
@@ -167,7 +177,7 @@ impl GraphClient {
                 let action = format!("looking up the mailbox of {address}");
                 let url = self.graph_endpoint(&["users", address, "settings", "exchange"]);
                 let settings: ExchangeSettings = self
-                    .graph_json(Method::GET, url, &action, Missing::Mailbox, request_id)
+                    .graph_json(Method::GET, url, &action, Missing::Mailbox, None, context)
                     .await?;
                 match settings
                     .primary_mailbox_id
@@ -190,7 +200,7 @@ impl GraphClient {
         &self,
         mailbox_id: &str,
         folder: &FolderRef,
-        request_id: &str,
+        context: &CallContext,
     ) -> Result<String, GraphError> {
         let name = match folder {
             FolderRef::Id(id) => return Ok(id.clone()),
@@ -208,7 +218,14 @@ impl GraphClient {
                     name,
                 ]);
                 let folder: MailboxFolder = self
-                    .graph_json(Method::GET, url, &action, Missing::Folder, request_id)
+                    .graph_json(
+                        Method::GET,
+                        url,
+                        &action,
+                        Missing::Folder,
+                        Some(mailbox_id),
+                        context,
+                    )
                     .await?;
                 Ok(folder.id)
             })
@@ -220,7 +237,7 @@ impl GraphClient {
     pub async fn list_folders(
         &self,
         mailbox_id: &str,
-        request_id: &str,
+        context: &CallContext,
     ) -> Result<Vec<MailboxFolder>, GraphError> {
         let action = format!("listing the folders of {mailbox_id}");
         let mut url =
@@ -228,7 +245,14 @@ impl GraphClient {
         let mut folders = Vec::new();
         for _ in 0..MAX_FOLDER_PAGES {
             let page: FolderPage = self
-                .graph_json(Method::GET, url, &action, Missing::Mailbox, request_id)
+                .graph_json(
+                    Method::GET,
+                    url,
+                    &action,
+                    Missing::Mailbox,
+                    Some(mailbox_id),
+                    context,
+                )
                 .await?;
             folders.extend(page.value);
             let Some(next) = page.next_link else {
@@ -251,22 +275,31 @@ impl GraphClient {
         ))
     }
 
-    /// Imports one item into a mailbox: takes (or creates) the mailbox's session, posts the item, renews a
-    /// refused session once, and follows the documented archive redirect once.
+    /// Imports one item into a mailbox: takes (or creates) the mailbox's session, waits for the mailbox's
+    /// turn, posts the item, renews a refused session once, follows the documented archive redirect once,
+    /// and retries throttling within the request's budget. An import whose outcome is unknown is never
+    /// sent again.
     pub async fn import_item(
         &self,
         mailbox_id: &str,
         request: &ImportRequest,
-        request_id: &str,
+        context: &CallContext,
     ) -> Result<ImportedItem, GraphError> {
         let mut target = mailbox_id.to_owned();
         let (mut renewed, mut redirected) = (false, false);
         loop {
             let session = self
                 .sessions
-                .get(&target, || self.create_import_session(&target, request_id))
+                .get(&target, || self.create_import_session(&target, context))
                 .await?;
-            match self.post_item(&target, &session, request, request_id).await {
+            let permit = self
+                .pacer
+                .acquire(&target, request.data.len() as u64, context)
+                .await?;
+            context.attempt();
+            let outcome = self.post_item(&target, &session, request, context).await;
+            drop(permit);
+            match outcome {
                 Ok(item) => return Ok(item),
                 Err(AttemptError::SessionRefused(_)) if !renewed => {
                     tracing::info!(mailbox = %target, "import session refused; creating a new one");
@@ -277,6 +310,10 @@ impl GraphClient {
                     tracing::info!(mailbox = %target, %archive, "folder is in an archive mailbox; importing there");
                     target = archive;
                     redirected = true;
+                }
+                Err(AttemptError::Other(error)) if error.retryable() => {
+                    self.note_throttling(Some(&target), &error);
+                    context.before_retry(error).await?;
                 }
                 Err(
                     AttemptError::SessionRefused(error)
@@ -291,7 +328,7 @@ impl GraphClient {
     async fn create_import_session(
         &self,
         mailbox_id: &str,
-        request_id: &str,
+        context: &CallContext,
     ) -> Result<ImportSession, GraphError> {
         let action = format!("creating an import session for {mailbox_id}");
         let url = self.graph_endpoint(&[
@@ -302,7 +339,14 @@ impl GraphClient {
             "createImportSession",
         ]);
         let answer: SessionAnswer = self
-            .graph_json(Method::POST, url, &action, Missing::Mailbox, request_id)
+            .graph_json(
+                Method::POST,
+                url,
+                &action,
+                Missing::Mailbox,
+                Some(mailbox_id),
+                context,
+            )
             .await?;
         let invalid =
             |why: &str| GraphError::new(action.clone(), ErrorKind::InvalidResponse(why.into()));
@@ -331,7 +375,7 @@ impl GraphClient {
         mailbox_id: &str,
         session: &ImportSession,
         request: &ImportRequest,
-        request_id: &str,
+        context: &CallContext,
     ) -> Result<ImportedItem, AttemptError> {
         let action = format!(
             "importing an item into folder {} of {mailbox_id}",
@@ -358,7 +402,7 @@ impl GraphClient {
             .http
             .post(session.url())
             .header(CONTENT_TYPE, "application/json")
-            .header("client-request-id", request_id)
+            .header("client-request-id", &context.request_id)
             .timeout(self.timeouts.request + IMPORT_TIME_PER_MIB * mib)
             .body(reqwest::Body::wrap(ImportBody::new(
                 fields,
@@ -422,18 +466,27 @@ impl GraphClient {
         })
     }
 
-    /// Calls a Graph endpoint with the app token and reads its JSON answer. A 401 drops the token and
-    /// tries once more with a fresh one: Graph did not act on a request it refused.
+    /// Calls a Graph endpoint with the app token and reads its JSON answer.
+    ///
+    /// Calls about a mailbox wait for the mailbox's turn first. A 401 drops the token and tries once more
+    /// with a fresh one (Graph did not act on a request it refused); throttling holds the mailbox and, like
+    /// timeouts and lost connections, is retried within the request's budget.
     async fn graph_json<T: DeserializeOwned>(
         &self,
         method: Method,
         url: Url,
         action: &str,
         missing: Missing,
-        request_id: &str,
+        mailbox_id: Option<&str>,
+        context: &CallContext,
     ) -> Result<T, GraphError> {
         let mut token_renewed = false;
         loop {
+            let permit = match mailbox_id {
+                Some(mailbox_id) => Some(self.pacer.acquire(mailbox_id, 0, context).await?),
+                None => None,
+            };
+            context.attempt();
             let token = self
                 .tokens
                 .token()
@@ -443,41 +496,65 @@ impl GraphClient {
                 .http
                 .request(method.clone(), url.clone())
                 .bearer_auth(token.bearer())
-                .header("client-request-id", request_id)
+                .header("client-request-id", &context.request_id)
                 .timeout(self.timeouts.request);
             if method == Method::POST {
                 request = request.header(reqwest::header::CONTENT_LENGTH, 0);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| transport_error(action, e))?;
-            let (status, headers) = (response.status(), response.headers().clone());
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| transport_error(action, e))?;
-            if status.is_success() {
-                return serde_json::from_slice(&body).map_err(|e| {
-                    GraphError::new(
-                        action,
-                        ErrorKind::InvalidResponse(format!("unexpected JSON: {e}")),
-                    )
-                });
-            }
-            if status == StatusCode::UNAUTHORIZED && !token_renewed {
-                tracing::info!("Graph refused the app token; requesting a new one");
-                self.tokens.invalidate(&token);
-                token_renewed = true;
-                continue;
-            }
-            let answer = upstream_answer(status, &headers, &body);
-            tracing::warn!(status = status.as_u16(), code = ?answer.code, request_id = ?answer.request_id, "{action} failed");
-            return Err(GraphError {
-                action: action.to_owned(),
-                kind: classify_graph_status(status, &headers, answer.code.as_deref(), missing),
-                upstream: Some(answer),
-            });
+            let answer = match request.send().await {
+                Ok(response) => {
+                    let (status, headers) = (response.status(), response.headers().clone());
+                    response.bytes().await.map(|body| (status, headers, body))
+                }
+                Err(e) => Err(e),
+            };
+            drop(permit);
+            let error = match answer {
+                Err(e) => transport_error(action, e),
+                Ok((status, _, body)) if status.is_success() => {
+                    return serde_json::from_slice(&body).map_err(|e| {
+                        GraphError::new(
+                            action,
+                            ErrorKind::InvalidResponse(format!("unexpected JSON: {e}")),
+                        )
+                    });
+                }
+                Ok((StatusCode::UNAUTHORIZED, _, _)) if !token_renewed => {
+                    tracing::info!("Graph refused the app token; requesting a new one");
+                    self.tokens.invalidate(&token);
+                    token_renewed = true;
+                    continue;
+                }
+                Ok((status, headers, body)) => {
+                    let answer = upstream_answer(status, &headers, &body);
+                    tracing::warn!(status = status.as_u16(), code = ?answer.code, request_id = ?answer.request_id, "{action} failed");
+                    GraphError {
+                        action: action.to_owned(),
+                        kind: classify_graph_status(
+                            status,
+                            &headers,
+                            answer.code.as_deref(),
+                            missing,
+                        ),
+                        upstream: Some(answer),
+                    }
+                }
+            };
+            self.note_throttling(mailbox_id, &error);
+            context.before_retry(error).await?;
+        }
+    }
+
+    /// Holds the mailbox when the upstream throttled it and said for how long.
+    fn note_throttling(&self, mailbox_id: Option<&str>, error: &GraphError) {
+        if let (
+            Some(mailbox_id),
+            ErrorKind::Throttled {
+                retry_after: Some(wait),
+            },
+        ) = (mailbox_id, &error.kind)
+        {
+            self.pacer.hold(mailbox_id, *wait);
         }
     }
 

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use mailbox_gateway::config::{Config, CredentialConfig, ImportHosts, TenantConfig, Timeouts};
+use mailbox_gateway::config::{
+    Config, CredentialConfig, ImportHosts, Pacing, RetryPolicy, TenantConfig, Timeouts,
+};
 use mailbox_gateway::fts::ItemBuilder;
 use mailbox_gateway::simulator::{Counters, Simulator, SimulatorConfig, DEMO};
 use secrecy::SecretString;
@@ -24,6 +26,9 @@ pub struct AppOptions {
     /// `None`: the simulator's own origin.
     pub import_hosts: Option<String>,
     pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+    pub pacing: Pacing,
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for AppOptions {
@@ -34,6 +39,9 @@ impl Default for AppOptions {
             max_item_bytes: 1024 * 1024,
             import_hosts: None,
             timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            pacing: Pacing::default(),
+            shutdown_grace: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -62,21 +70,24 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     .await
     .unwrap();
     let base = simulator.base_url();
+    let tenant = TenantConfig {
+        tenant_id: DEMO.tenant_id.to_owned(),
+        client_id: DEMO.client_id.to_owned(),
+        credential: options.credential.unwrap_or_else(|| {
+            CredentialConfig::Secret(SecretString::from(DEMO.client_secret.to_owned()))
+        }),
+        authority_host: base.parse().unwrap(),
+        graph_url: simulator.graph_url().parse().unwrap(),
+        import_hosts: ImportHosts::parse(options.import_hosts.as_deref().unwrap_or(&base)).unwrap(),
+    };
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        tenant: TenantConfig {
-            tenant_id: DEMO.tenant_id.to_owned(),
-            client_id: DEMO.client_id.to_owned(),
-            credential: options.credential.unwrap_or_else(|| {
-                CredentialConfig::Secret(SecretString::from(DEMO.client_secret.to_owned()))
-            }),
-            authority_host: base.parse().unwrap(),
-            graph_url: simulator.graph_url().parse().unwrap(),
-            import_hosts: ImportHosts::parse(options.import_hosts.as_deref().unwrap_or(&base))
-                .unwrap(),
-        },
         max_item_bytes: options.max_item_bytes,
         timeouts: options.timeouts,
+        retry: options.retry,
+        pacing: options.pacing,
+        shutdown_grace: options.shutdown_grace,
+        ..Config::new(tenant)
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mailbox_gateway::config::Timeouts;
+use mailbox_gateway::config::{RetryPolicy, Timeouts};
 use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
 
 use crate::helpers::{item, problem, spawn_app, spawn_app_with, AppOptions};
@@ -20,6 +20,7 @@ fn short_timeouts() -> AppOptions {
         timeouts: Timeouts {
             connect: Duration::from_secs(5),
             request: Duration::from_millis(500),
+            ..Timeouts::default()
         },
         ..AppOptions::default()
     }
@@ -90,10 +91,17 @@ async fn a_token_endpoint_failure_is_502_upstream_auth_failed() {
 }
 
 #[tokio::test]
-async fn a_slow_graph_call_is_504_upstream_timeout() {
-    let app = spawn_app_with(short_timeouts()).await;
+async fn a_slow_graph_call_is_tried_again_then_answered_504_upstream_timeout() {
+    let app = spawn_app_with(AppOptions {
+        retry: RetryPolicy {
+            max_attempts: 2,
+            budget: Duration::from_secs(10),
+        },
+        ..short_timeouts()
+    })
+    .await;
     app.simulator
-        .inject(FaultTarget::Graph, Fault::Delay(Duration::from_secs(2)), 1);
+        .inject(FaultTarget::Graph, Fault::Delay(Duration::from_secs(2)), 2);
     let body = problem(
         app.create(DEMO.mailbox_address, "inbox", item("x")).await,
         504,
@@ -104,7 +112,22 @@ async fn a_slow_graph_call_is_504_upstream_timeout() {
         !body["detail"].as_str().unwrap().contains("may or may not"),
         "{body}"
     );
+    assert_eq!(app.counters().graph_requests, 2, "one try and one retry");
     assert_eq!(app.counters().import_requests, 0);
+}
+
+#[tokio::test]
+async fn a_slow_graph_call_that_answers_in_time_on_retry_succeeds() {
+    let app = spawn_app_with(short_timeouts()).await;
+    app.simulator
+        .inject(FaultTarget::Graph, Fault::Delay(Duration::from_secs(2)), 1);
+    assert_eq!(
+        app.create(DEMO.mailbox_address, "inbox", item("x"))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 1);
 }
 
 #[tokio::test]

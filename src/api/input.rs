@@ -1,0 +1,102 @@
+//! Reads and checks what a client sends besides ids: content type, body (with size and pace limits),
+//! `If-Match` and `Idempotency-Key`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+
+use super::ApiError;
+use crate::ids::check_exchange_id;
+
+/// The request header carrying an idempotency key (IETF httpapi draft).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Refuses a request whose `Content-Type` is not `expected` (parameters such as `charset` are ignored).
+pub fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), ApiError> {
+    let received = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = received.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            expected,
+            received: if received.is_empty() {
+                "no Content-Type".into()
+            } else {
+                received.to_owned()
+            },
+        })
+    }
+}
+
+/// Reads at most `limit` bytes. A declared or actual larger body is refused as over `item_limit` without
+/// being buffered, and an upload that pauses longer than `idle` is cut off.
+pub async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: u64,
+    item_limit: u64,
+    idle: Duration,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::ItemTooLarge { limit: item_limit };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // One buffer of the announced size, so a large item is not copied as it grows.
+    let mut buffer = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(ApiError::RequestTimeout { idle }),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError::UnreadableBody(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+/// The change key in `If-Match: "<changeKey>"`: one strong entity tag.
+pub fn if_match_change_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers
+        .get(header::IF_MATCH)
+        .ok_or(ApiError::IfMatchRequired)?
+        .to_str()
+        .map_err(|_| ApiError::InvalidIfMatch)?
+        .trim();
+    let change_key = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .ok_or(ApiError::InvalidIfMatch)?;
+    check_exchange_id(change_key, "change key").map_err(|_| ApiError::InvalidIfMatch)?;
+    Ok(change_key.to_owned())
+}
+
+/// The `Idempotency-Key`, if the client sent one.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(crate::idempotency::parse_key)
+        .map(|key| Some(key.to_owned()))
+        .ok_or(ApiError::InvalidIdempotencyKey)
+}

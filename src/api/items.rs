@@ -1,0 +1,399 @@
+//! The import routes: create and update from a raw item stream, and Graph's own JSON shape.
+//!
+//! Each route checks its input locally, then hands one [`ImportCommand`] to [`run`]. There the client's
+//! `Idempotency-Key`, when it sent one, is claimed, and the import runs as a task of its own: a client that
+//! hangs up does not cancel an import that may already be under way upstream, and its outcome is kept
+//! under the key for the client's retry.
+
+use std::borrow::Cow;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::input::{idempotency_key, if_match_change_key, read_body, require_content_type};
+use super::request_id::carry_request_id;
+use super::ApiError;
+use crate::app::AppState;
+use crate::graph::{CallContext, ImportMode, ImportRequest, ImportedItem};
+use crate::idempotency::{Claim, Claimed, Fingerprint, StoredResponse};
+use crate::ids::{check_exchange_id, FolderRef, MailboxRef};
+
+/// Response header marking a response replayed for a repeated `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Characters escaped in a `Location` path segment: all but unreserved ones and those ids use.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@')
+    .remove(b':');
+
+/// JSON overhead allowed on top of the base64 of the largest item on the Graph-shaped route.
+const JSON_ENVELOPE_BYTES: u64 = 64 * 1024;
+
+/// Which route an import came through; it decides the success response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Create,
+    Update,
+    GraphJson,
+}
+
+/// One import, checked and ready to run.
+#[derive(Debug)]
+struct ImportCommand {
+    route: Route,
+    mailbox: MailboxRef,
+    folder: FolderRef,
+    mode: ImportMode,
+    data: Bytes,
+}
+
+/// `POST /v1/mailboxes/{mailbox}/folders/{folder}/items`: creates an item from its raw stream.
+pub async fn create_item(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path((mailbox, folder)) = path?;
+    let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
+    let folder = FolderRef::parse(&folder).map_err(ApiError::InvalidFolder)?;
+    let key = idempotency_key(&headers)?;
+    let data = read_item_stream(&state, &headers, body).await?;
+    let command = ImportCommand {
+        route: Route::Create,
+        mailbox,
+        folder,
+        mode: ImportMode::Create,
+        data,
+    };
+    run(state, key, command).await
+}
+
+/// `PUT /v1/mailboxes/{mailbox}/folders/{folder}/items/{itemId}`: replaces an item; `If-Match` names the
+/// change key the client last saw.
+pub async fn update_item(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path((mailbox, folder, item_id)) = path?;
+    let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
+    let folder = FolderRef::parse(&folder).map_err(ApiError::InvalidFolder)?;
+    check_exchange_id(&item_id, "item").map_err(ApiError::InvalidItemId)?;
+    let change_key = if_match_change_key(&headers)?;
+    let key = idempotency_key(&headers)?;
+    let data = read_item_stream(&state, &headers, body).await?;
+    let command = ImportCommand {
+        route: Route::Update,
+        mailbox,
+        folder,
+        mode: ImportMode::Update {
+            item_id,
+            change_key,
+        },
+        data,
+    };
+    run(state, key, command).await
+}
+
+/// Graph's own importItem body, so an appliance that speaks Graph only swaps the URL. `Data` is borrowed
+/// from the request body when it holds no JSON escapes, so the base64 text is not copied again.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphImportBody<'a> {
+    #[serde(rename = "FolderId")]
+    folder_id: String,
+    #[serde(rename = "Mode")]
+    mode: String,
+    #[serde(rename = "Data", borrow)]
+    data: Cow<'a, str>,
+    #[serde(rename = "ItemId")]
+    item_id: Option<String>,
+    #[serde(rename = "ChangeKey")]
+    change_key: Option<String>,
+}
+
+/// `POST /v1/mailboxes/{mailbox}/importItem`: Graph's JSON shape with base64 `Data`.
+pub async fn import_item_json(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(mailbox) = path?;
+    let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
+    require_content_type(&headers, "application/json")?;
+    let key = idempotency_key(&headers)?;
+    let json_limit = state.max_item_bytes.div_ceil(3) * 4 + JSON_ENVELOPE_BYTES;
+    let raw = read_body(
+        &headers,
+        body,
+        json_limit,
+        state.max_item_bytes,
+        state.client_body_timeout,
+    )
+    .await?;
+    let request: GraphImportBody = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::InvalidBody(format!("the body is not an importItem request: {e}"))
+    })?;
+    let folder = FolderRef::parse(&request.folder_id).map_err(ApiError::InvalidFolder)?;
+    let mode = match (request.mode.as_str(), request.item_id, request.change_key) {
+        ("create", None, None) => ImportMode::Create,
+        ("create", _, _) => {
+            return Err(ApiError::InvalidBody(
+                "Mode create must not carry ItemId or ChangeKey".into(),
+            ))
+        }
+        ("update", Some(item_id), Some(change_key)) => {
+            check_exchange_id(&item_id, "item").map_err(ApiError::InvalidItemId)?;
+            check_exchange_id(&change_key, "change key").map_err(|e| ApiError::InvalidBody(e.0))?;
+            ImportMode::Update {
+                item_id,
+                change_key,
+            }
+        }
+        ("update", _, _) => {
+            return Err(ApiError::InvalidBody(
+                "Mode update needs both ItemId and ChangeKey".into(),
+            ))
+        }
+        (other, _, _) => {
+            return Err(ApiError::InvalidBody(format!(
+                "Mode must be \"create\" or \"update\", not {other:?}"
+            )))
+        }
+    };
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(request.data.as_bytes())
+        .map_err(|e| ApiError::InvalidBase64(e.to_string()))?;
+    if data.len() as u64 > state.max_item_bytes {
+        return Err(ApiError::ItemTooLarge {
+            limit: state.max_item_bytes,
+        });
+    }
+    crate::fts::check(&data).map_err(ApiError::InvalidItemStream)?;
+    let command = ImportCommand {
+        route: Route::GraphJson,
+        mailbox,
+        folder,
+        mode,
+        data: Bytes::from(data),
+    };
+    run(state, key, command).await
+}
+
+/// Claims the idempotency key (replaying or refusing where it says so), then runs the import as a task
+/// of its own and answers with its outcome.
+async fn run(
+    state: AppState,
+    key: Option<String>,
+    command: ImportCommand,
+) -> Result<Response, ApiError> {
+    let claimed = match key {
+        None => None,
+        Some(key) => match state.idempotency.claim(&key, command.fingerprint()).await {
+            Claim::Run(claimed) => Some(claimed),
+            Claim::Replay(stored) => {
+                tracing::info!(idempotency_key = %key, "replaying the stored response");
+                let mut response = into_response(stored);
+                response
+                    .headers_mut()
+                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                return Ok(response);
+            }
+            Claim::Conflict => return Err(ApiError::IdempotencyKeyReused),
+        },
+    };
+    // Detached from this handler: if the client hangs up, this future is dropped but the task runs on,
+    // and the shutdown sequence waits for it (`AppState::tasks`).
+    let task = state.tasks.spawn(
+        carry_request_id(import_and_answer(state.clone(), command, claimed))
+            .instrument(tracing::Span::current()),
+    );
+    match task.await {
+        Ok(stored) => Ok(into_response(stored)),
+        Err(_) => Err(ApiError::Internal),
+    }
+}
+
+/// Imports, renders the outcome as a complete response, and settles the idempotency key with it.
+async fn import_and_answer(
+    state: AppState,
+    command: ImportCommand,
+    claimed: Option<Claimed>,
+) -> StoredResponse {
+    let outcome = import(&state, &command).await;
+    // A retry must get the same answer, unless this one provably did nothing and may go better.
+    let settles = match &outcome {
+        Ok(_) => true,
+        Err(error) => error.is_settled(),
+    };
+    let response = match outcome {
+        Ok(item) => command.success(item),
+        Err(error) => error.into_response(),
+    };
+    let stored = stored_response(response).await;
+    match claimed {
+        Some(claimed) if settles => claimed.complete(stored.clone()),
+        Some(claimed) => claimed.release(),
+        None => {}
+    }
+    stored
+}
+
+/// Resolves the mailbox and folder (cached after the first time) and imports the item.
+async fn import(state: &AppState, command: &ImportCommand) -> Result<ImportedItem, ApiError> {
+    let context = CallContext::new(super::request_id::graph_client_request_id(), state.retry);
+    let mailbox_id = state
+        .graph
+        .resolve_mailbox(&command.mailbox, &context)
+        .await?;
+    let folder_id = state
+        .graph
+        .resolve_folder(&mailbox_id, &command.folder, &context)
+        .await?;
+    let request = ImportRequest {
+        folder_id,
+        mode: command.mode.clone(),
+        data: command.data.clone(),
+    };
+    let item = state
+        .graph
+        .import_item(&mailbox_id, &request, &context)
+        .await?;
+    tracing::info!(mailbox = %mailbox_id, folder = %request.folder_id, size = request.data.len(), item_id = %item.item_id, "imported an item");
+    Ok(item)
+}
+
+impl ImportCommand {
+    /// The success response of the route: `201` with `Location` for a create, else `200`; always the
+    /// change key as `ETag`.
+    fn success(&self, item: ImportedItem) -> Response {
+        let location = (self.route == Route::Create).then(|| {
+            format!(
+                "/v1/mailboxes/{}/folders/{}/items/{}",
+                encode_segment(&self.mailbox.to_string()),
+                encode_segment(&self.folder.to_string()),
+                encode_segment(&item.item_id),
+            )
+        });
+        let status = if location.is_some() {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let etag = HeaderValue::from_str(&format!("\"{}\"", item.change_key));
+        let mut response = (status, Json(item)).into_response();
+        let headers = response.headers_mut();
+        match etag {
+            Ok(etag) => {
+                headers.insert(header::ETAG, etag);
+            }
+            Err(_) => tracing::warn!("the change key is not a valid header value; no ETag sent"),
+        }
+        if let Some(location) = location {
+            headers.insert(
+                header::LOCATION,
+                HeaderValue::from_str(&location).expect("a percent-encoded path is a valid header"),
+            );
+        }
+        response
+    }
+
+    /// What makes two requests the same for an idempotency key: route, mailbox, folder, mode and the
+    /// item's SHA-256.
+    fn fingerprint(&self) -> Fingerprint {
+        let mut hash = Sha256::new();
+        let (mode, item_id, change_key) = match &self.mode {
+            ImportMode::Create => ("create", "", ""),
+            ImportMode::Update {
+                item_id,
+                change_key,
+            } => ("update", item_id.as_str(), change_key.as_str()),
+        };
+        let route = format!("{:?}", self.route);
+        for part in [
+            route.as_str(),
+            &self.mailbox.to_string(),
+            &self.folder.to_string(),
+            mode,
+            item_id,
+            change_key,
+        ] {
+            // Length-prefixed, so no two different sequences of parts hash alike.
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        hash.update(Sha256::digest(&self.data));
+        hash.finalize().into()
+    }
+}
+
+/// Checks the content type, reads the body within the size and pace limits, and walks its frames.
+async fn read_item_stream(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    require_content_type(headers, "application/octet-stream")?;
+    let data = read_body(
+        headers,
+        body,
+        state.max_item_bytes,
+        state.max_item_bytes,
+        state.client_body_timeout,
+    )
+    .await?;
+    crate::fts::check(&data).map_err(ApiError::InvalidItemStream)?;
+    Ok(data)
+}
+
+/// A response as a value that can be stored and replayed. Our responses have small, complete bodies.
+async fn stored_response(response: Response) -> StoredResponse {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != header::CONTENT_LENGTH)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    StoredResponse {
+        status: parts.status,
+        headers,
+        body,
+    }
+}
+
+fn into_response(stored: StoredResponse) -> Response {
+    let mut response = (stored.status, stored.body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in stored.headers {
+        headers.insert::<HeaderName>(name, value);
+    }
+    response
+}
+
+fn encode_segment(segment: &str) -> String {
+    utf8_percent_encode(segment, SEGMENT).to_string()
+}
