@@ -287,7 +287,7 @@ impl GraphClient {
     ) -> Result<ImportedItem, GraphError> {
         let mut target = mailbox_id.to_owned();
         let (mut renewed, mut redirected) = (false, false);
-        loop {
+        for attempt in 1.. {
             let session = self
                 .sessions
                 .get(&target, || self.create_import_session(&target, context))
@@ -296,7 +296,6 @@ impl GraphClient {
                 .pacer
                 .acquire(&target, request.data.len() as u64, context)
                 .await?;
-            context.attempt();
             let outcome = self.post_item(&target, &session, request, context).await;
             drop(permit);
             match outcome {
@@ -313,7 +312,7 @@ impl GraphClient {
                 }
                 Err(AttemptError::Other(error)) if error.retryable() => {
                     self.note_throttling(Some(&target), &error);
-                    context.before_retry(error).await?;
+                    context.before_retry(error, attempt).await?;
                 }
                 Err(
                     AttemptError::SessionRefused(error)
@@ -322,6 +321,7 @@ impl GraphClient {
                 ) => return Err(error),
             }
         }
+        unreachable!("the attempts are bounded by the budget")
     }
 
     /// Creates an import session and checks that its importUrl points where we allow.
@@ -481,12 +481,11 @@ impl GraphClient {
         context: &CallContext,
     ) -> Result<T, GraphError> {
         let mut token_renewed = false;
-        loop {
+        for attempt in 1.. {
             let permit = match mailbox_id {
                 Some(mailbox_id) => Some(self.pacer.acquire(mailbox_id, 0, context).await?),
                 None => None,
             };
-            context.attempt();
             let token = self
                 .tokens
                 .token()
@@ -541,8 +540,9 @@ impl GraphClient {
                 }
             };
             self.note_throttling(mailbox_id, &error);
-            context.before_retry(error).await?;
+            context.before_retry(error, attempt).await?;
         }
+        unreachable!("the attempts are bounded by the budget")
     }
 
     /// Holds the mailbox when the upstream throttled it and said for how long.

@@ -1,12 +1,11 @@
 //! Decides whether and when a failed upstream call is tried again, within one client request's budget.
 //!
-//! A client request gets a [`CallContext`] with a budget of attempts and time that all of its upstream
-//! calls share. Retryable failures (throttling, and requests that provably never reached the upstream)
+//! A client request gets a [`CallContext`] with a time budget that all of its upstream calls share; each
+//! call is tried at most `max_attempts` times. Retryable failures (throttling, and requests that provably never reached the upstream)
 //! wait for the upstream's `Retry-After` or an exponential backoff with full jitter, then go again. When
 //! the wait asked for does not fit in what is left of the budget, the request gives up at once and the
 //! client is told when to come back, instead of the connection being held.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -28,12 +27,11 @@ pub struct CallContext {
     budget: Budget,
 }
 
-/// Attempts and time left for one client request.
+/// Attempts per call and time left for one client request.
 #[derive(Debug)]
 struct Budget {
     deadline: Instant,
     max_attempts: u32,
-    attempts: AtomicU32,
 }
 
 impl CallContext {
@@ -44,7 +42,6 @@ impl CallContext {
             budget: Budget {
                 deadline: Instant::now() + policy.budget,
                 max_attempts: policy.max_attempts.max(1),
-                attempts: AtomicU32::new(0),
             },
         }
     }
@@ -54,19 +51,17 @@ impl CallContext {
         self.budget.deadline
     }
 
-    /// Counts an upstream attempt.
-    pub(crate) fn attempt(&self) -> u32 {
-        self.budget.attempts.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Waits before retrying `error` if it is retryable and the budget allows; otherwise returns the
-    /// error to give up with. Throttling whose wait does not fit in the budget comes back with the wait,
-    /// so the client is told when to retry.
-    pub(crate) async fn before_retry(&self, error: GraphError) -> Result<(), GraphError> {
+    /// Waits before retrying `error`, the outcome of a call's `attempts`-th try, if it is retryable and
+    /// the budget allows; otherwise returns the error to give up with. Throttling whose wait does not fit
+    /// in the budget comes back with the wait, so the client is told when to retry.
+    pub(crate) async fn before_retry(
+        &self,
+        error: GraphError,
+        attempts: u32,
+    ) -> Result<(), GraphError> {
         if !error.retryable() {
             return Err(error);
         }
-        let attempts = self.budget.attempts.load(Ordering::Relaxed);
         let wait = error.retry_after().unwrap_or_else(|| backoff(attempts));
         let fits = Instant::now() + wait <= self.budget.deadline;
         if attempts >= self.budget.max_attempts || !fits {
@@ -129,18 +124,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_waited_for_when_it_fits() {
         let context = CallContext::new("r", RetryPolicy::default());
-        context.attempt();
         let started = Instant::now();
-        context.before_retry(throttled(7)).await.unwrap();
+        context.before_retry(throttled(7), 1).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(7));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_beyond_the_budget_gives_up_at_once_with_the_wait() {
         let context = CallContext::new("r", RetryPolicy::default());
-        context.attempt();
         let started = Instant::now();
-        let error = context.before_retry(throttled(120)).await.unwrap_err();
+        let error = context.before_retry(throttled(120), 1).await.unwrap_err();
         assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(error.retry_after(), Some(Duration::from_secs(120)));
     }
@@ -152,19 +145,16 @@ mod tests {
             budget: Duration::from_secs(60),
         };
         let context = CallContext::new("r", policy);
-        context.attempt();
-        context.before_retry(throttled(1)).await.unwrap();
-        context.attempt();
-        let error = context.before_retry(throttled(1)).await.unwrap_err();
+        context.before_retry(throttled(1), 1).await.unwrap();
+        let error = context.before_retry(throttled(1), 2).await.unwrap_err();
         assert!(matches!(error.kind, ErrorKind::Throttled { .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn failures_that_may_have_reached_the_upstream_are_not_retried() {
         let context = CallContext::new("r", RetryPolicy::default());
-        context.attempt();
         let unknown = GraphError::new("importing", ErrorKind::OutcomeUnknown { timed_out: true });
-        assert!(context.before_retry(unknown).await.is_err());
+        assert!(context.before_retry(unknown, 1).await.is_err());
         let unsent = GraphError::new(
             "importing",
             ErrorKind::Unreachable {
@@ -172,6 +162,6 @@ mod tests {
                 reason: "connection refused".into(),
             },
         );
-        context.before_retry(unsent).await.unwrap();
+        context.before_retry(unsent, 1).await.unwrap();
     }
 }

@@ -5,6 +5,8 @@ mod contract;
 mod errors;
 mod folders;
 mod helpers;
+mod idempotency;
 mod items;
+mod resilience;
 mod sessions;
 mod upstream;

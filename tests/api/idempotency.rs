@@ -1,0 +1,173 @@
+//! Idempotency keys: replays, conflicts, waiting for the first, and clients that hang up.
+
+use std::time::Duration;
+
+use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
+
+use crate::helpers::{item, json, problem, spawn_app, TestApp};
+
+async fn create_with_key(app: &TestApp, key: &str, subject: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!(
+            "/v1/mailboxes/{}/folders/inbox/items",
+            DEMO.mailbox_id
+        )))
+        .header("content-type", "application/octet-stream")
+        .header("idempotency-key", key)
+        .body(item(subject))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_gets_the_stored_response_and_no_second_copy() {
+    let app = spawn_app().await;
+    let first = create_with_key(&app, "\"restore-42\"", "x").await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first_location = first.headers()["location"].clone();
+    let first = json(first).await;
+
+    let again = create_with_key(&app, "\"restore-42\"", "x").await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"], first_location);
+    assert_eq!(json(again).await, first);
+    assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 1);
+    assert_eq!(app.counters().import_requests, 1);
+}
+
+#[tokio::test]
+async fn the_same_key_for_a_different_request_is_422_idempotency_key_reused() {
+    let app = spawn_app().await;
+    assert_eq!(create_with_key(&app, "k-1", "one").await.status(), 201);
+    problem(
+        create_with_key(&app, "k-1", "two").await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_while_the_first_still_runs_waits_for_its_outcome() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("warm"))
+            .await
+            .status(),
+        201
+    );
+    app.simulator
+        .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(1)), 1);
+    let first = create_with_key(&app, "k-wait", "x");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        create_with_key(&app, "k-wait", "x").await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.status(), 201);
+    assert_eq!(second.status(), 201);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    assert_eq!(json(first).await, json(second).await);
+    assert_eq!(
+        app.counters().import_requests,
+        2,
+        "the warm-up and one import"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_cancel_the_import_and_its_retry_gets_the_answer() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("warm"))
+            .await
+            .status(),
+        201
+    );
+    app.simulator
+        .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(1)), 1);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(app.url(&format!(
+            "/v1/mailboxes/{}/folders/inbox/items",
+            DEMO.mailbox_id
+        )))
+        .header("content-type", "application/octet-stream")
+        .header("idempotency-key", "k-hangup")
+        .body(item("hang up"))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+
+    let retry = create_with_key(&app, "k-hangup", "hang up").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retried = json(retry).await;
+    let stored = app.simulator.items(DEMO.mailbox_id);
+    assert_eq!(stored.len(), 2, "the warm-up and exactly one copy");
+    assert!(stored.iter().any(|i| i.item_id == retried["itemId"]));
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_kept_under_the_key_so_a_retry_never_duplicates() {
+    let app = spawn_app().await;
+    app.simulator
+        .inject(FaultTarget::Import, Fault::DropAfterHandling, 1);
+    let first = problem(
+        create_with_key(&app, "k-unknown", "x").await,
+        502,
+        "outcome_unknown",
+    )
+    .await;
+    let again = create_with_key(&app, "k-unknown", "x").await;
+    assert_eq!(again.status(), 502);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    // The stored answer, as it was: its requestId names the request that ran.
+    assert_eq!(json(again).await, first);
+    assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 1);
+    assert_eq!(app.counters().import_requests, 1);
+}
+
+#[tokio::test]
+async fn an_answer_that_did_nothing_frees_the_key_for_a_retry() {
+    let app = spawn_app().await;
+    app.simulator.inject(
+        FaultTarget::Import,
+        Fault::Status {
+            status: 429,
+            retry_after: Some(600),
+            code: None,
+        },
+        1,
+    );
+    problem(
+        create_with_key(&app, "k-throttled", "x").await,
+        503,
+        "upstream_throttled",
+    )
+    .await;
+    let retry = create_with_key(&app, "k-throttled", "x").await;
+    // The mailbox is held for 600 s after that 429, beyond the retry budget: still refused, not replayed.
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    problem(retry, 503, "upstream_throttled").await;
+    assert!(app.simulator.items(DEMO.mailbox_id).is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_key_is_400() {
+    let app = spawn_app().await;
+    problem(
+        create_with_key(&app, "has space", "x").await,
+        400,
+        "invalid_idempotency_key",
+    )
+    .await;
+    assert_eq!(app.counters().graph_requests, 0);
+}
