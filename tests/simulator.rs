@@ -1,11 +1,14 @@
 //! Drives the Exchange Online simulator over real sockets, as the gateway will.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mailbox_gateway::simulator::{Counters, Fault, FaultTarget, Simulator, SimulatorConfig, DEMO};
+use mailbox_gateway::simulator::{
+    Behaviour, Counters, Fault, FaultTarget, Simulator, SimulatorConfig, DEMO,
+};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sha1::Sha1;
@@ -1538,4 +1541,558 @@ async fn injecting_a_success_status_is_refused_as_a_test_bug() {
     let t = spawn().await;
     t.sim
         .inject(FaultTarget::Import, status_fault(200, None, None), 1);
+}
+
+// Behaviour: random misbehaviour, the concurrency limit, latency, run-time lifetimes, the admin
+// endpoint and the counters a soak test reads.
+
+impl TestSim {
+    fn admin_url(&self, resource: &str) -> String {
+        format!("{}/_simulator/{resource}", self.sim.base_url())
+    }
+
+    /// Sends an import and reads the whole answer; `Err` when the connection broke before the answer
+    /// was complete.
+    async fn try_import(
+        &self,
+        import_url: &str,
+        body: &Value,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Value), reqwest::Error> {
+        let response = self.http.post(import_url).json(body).send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        Ok((status, headers, serde_json::from_slice(&bytes).unwrap()))
+    }
+
+    /// A token and the `expires_in` it came with.
+    async fn token_and_lifetime(&self) -> (String, u64) {
+        let response = self
+            .request_token(&[
+                ("client_id", DEMO.client_id),
+                ("scope", "https://graph.microsoft.com/.default"),
+                ("grant_type", "client_credentials"),
+                ("client_secret", DEMO.client_secret),
+            ])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        (
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["expires_in"].as_u64().unwrap(),
+        )
+    }
+
+    fn set(&self, behaviour: Behaviour) {
+        self.sim.set_behaviour(behaviour).unwrap();
+    }
+
+    /// Waits until `count` requests to `mailbox_id` are in flight at once, as the simulator counts
+    /// them; the readiness signal of the concurrency tests.
+    async fn until_in_flight(&self, mailbox_id: &str, count: usize) {
+        for _ in 0..1000 {
+            if self.sim.counters().max_in_flight.get(mailbox_id) >= Some(&count) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("{count} requests to {mailbox_id} never were in flight at once");
+    }
+}
+
+fn rates(throttle: f64, unavailable: f64, drop: f64) -> Behaviour {
+    Behaviour {
+        throttle_rate: throttle,
+        unavailable_rate: unavailable,
+        drop_after_store_rate: drop,
+        ..Behaviour::default()
+    }
+}
+
+#[tokio::test]
+async fn a_throttle_rate_of_one_answers_every_import_429_with_retry_after_and_stores_nothing() {
+    let (t, url, body) = spawn_importing().await;
+    t.set(Behaviour {
+        throttle_retry_after_secs: 7,
+        ..rates(1.0, 0.0, 0.0)
+    });
+    for _ in 0..5 {
+        let (status, headers, answer) = t.try_import(&url, &body).await.unwrap();
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers["retry-after"], "7");
+        assert_eq!(answer, json!({ "Message": MAILBOX_CONCURRENCY }));
+    }
+    assert!(t.sim.items(DEMO.mailbox_id).is_empty());
+    let counters = t.sim.counters();
+    assert_eq!(counters.throttled, 5);
+    assert_eq!(counters.import_requests, 5);
+    assert_eq!(counters.items_created, 0);
+    assert_eq!(counters.faults_injected, 0);
+}
+
+#[tokio::test]
+async fn an_unavailable_rate_of_one_answers_every_import_503_with_retry_after_and_stores_nothing() {
+    let (t, url, body) = spawn_importing().await;
+    t.set(rates(0.0, 1.0, 0.0));
+    for _ in 0..5 {
+        let (status, headers, answer) = t.try_import(&url, &body).await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers["retry-after"], "1");
+        assert!(answer["Message"].is_string(), "{answer}");
+    }
+    assert!(t.sim.items(DEMO.mailbox_id).is_empty());
+    let counters = t.sim.counters();
+    assert_eq!(counters.unavailable, 5);
+    assert_eq!(counters.throttled, 0);
+    assert_eq!(counters.import_requests, 5);
+}
+
+#[tokio::test]
+async fn a_drop_rate_of_one_stores_every_import_and_breaks_every_answer_without_leaking_slots() {
+    let (t, url, body) = spawn_importing().await;
+    // With one slot, a slot the broken connections failed to give back would turn the next import
+    // into a 429.
+    t.set(Behaviour {
+        max_concurrent_per_mailbox: Some(1),
+        ..rates(0.0, 0.0, 1.0)
+    });
+    for _ in 0..5 {
+        let outcome = t.try_import(&url, &body).await;
+        assert!(outcome.is_err(), "the client got an answer: {outcome:?}");
+    }
+    assert_eq!(t.sim.items(DEMO.mailbox_id).len(), 5);
+    let counters = t.sim.counters();
+    assert_eq!(counters.dropped_after_store, 5);
+    assert_eq!(counters.items_created, 5);
+    assert_eq!(counters.throttled, 0);
+    assert_eq!(counters.concurrency_violations, 0);
+}
+
+#[tokio::test]
+async fn rates_of_zero_never_misbehave_and_an_unstored_import_is_not_dropped() {
+    let (t, url, body) = spawn_importing().await;
+    t.set(Behaviour {
+        seed: Some(1),
+        ..rates(0.0, 0.0, 0.0)
+    });
+    for _ in 0..50 {
+        assert_eq!(t.import(&url, &body).await.0, StatusCode::OK);
+    }
+    // A drop only breaks answers that stored something: a refused import is answered in full.
+    t.set(rates(0.0, 0.0, 1.0));
+    let (status, _, _) = t
+        .try_import(&format!("{url}x"), &body)
+        .await
+        .expect("a 401 is answered, not dropped");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let counters = t.sim.counters();
+    assert_eq!(counters.items_created, 50);
+    assert_eq!(counters.throttled, 0);
+    assert_eq!(counters.unavailable, 0);
+    assert_eq!(counters.dropped_after_store, 0);
+}
+
+#[tokio::test]
+async fn a_seeded_half_throttle_rate_throttles_about_half_and_replays_for_the_same_seed() {
+    let (t, url, body) = spawn_importing().await;
+    let half = |seed| Behaviour {
+        seed: Some(seed),
+        ..rates(0.5, 0.0, 0.0)
+    };
+    async fn run(t: &TestSim, url: &str, body: &Value) -> Vec<bool> {
+        let mut throttled = Vec::new();
+        for _ in 0..200 {
+            let status = t.import(url, body).await.0;
+            assert!(
+                status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS,
+                "{status}"
+            );
+            throttled.push(status == StatusCode::TOO_MANY_REQUESTS);
+        }
+        throttled
+    }
+
+    t.set(half(42));
+    let first = run(&t, &url, &body).await;
+    let count = first.iter().filter(|&&throttled| throttled).count();
+    assert!((60..=140).contains(&count), "{count} of 200 throttled");
+    assert_eq!(t.sim.counters().throttled, count as u64);
+
+    // Setting the same seed again restarts the sequence.
+    t.set(half(42));
+    assert_eq!(run(&t, &url, &body).await, first);
+    t.set(half(43));
+    assert_ne!(run(&t, &url, &body).await, first);
+}
+
+#[tokio::test]
+async fn scripted_faults_take_precedence_over_the_random_behaviour() {
+    let (t, url, body) = spawn_importing().await;
+    t.set(rates(1.0, 0.0, 0.0));
+    t.sim
+        .inject(FaultTarget::Import, status_fault(503, None, None), 1);
+    t.sim
+        .inject(FaultTarget::Import, Fault::DropAfterHandling, 1);
+
+    let (status, _, _) = t.try_import(&url, &body).await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // The scripted drop lets the import through to be stored, despite the throttle rate of 1.0.
+    assert!(t.try_import(&url, &body).await.is_err());
+    let (status, _, _) = t.try_import(&url, &body).await.unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    assert_eq!(t.sim.items(DEMO.mailbox_id).len(), 1);
+    let counters = t.sim.counters();
+    assert_eq!(counters.faults_injected, 2);
+    assert_eq!(counters.dropped_after_store, 1);
+    assert_eq!(counters.throttled, 1);
+    assert_eq!(counters.unavailable, 0, "scripted 503s are not random ones");
+    assert_eq!(counters.import_requests, 3);
+}
+
+#[tokio::test]
+async fn six_concurrent_imports_to_one_mailbox_admit_four_and_refuse_two_for_mailbox_concurrency() {
+    let (t, url, body) = spawn_importing().await;
+    // The latency holds the admitted imports in flight while the others arrive.
+    t.set(Behaviour {
+        latency_ms: 500,
+        ..Behaviour::default()
+    });
+    let imports = (0..6).map(|_| t.try_import(&url, &body));
+    let outcomes = futures_util::future::join_all(imports).await;
+
+    let mut admitted = 0;
+    let mut refused = 0;
+    for outcome in outcomes {
+        let (status, headers, answer) = outcome.unwrap();
+        match status {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert_eq!(headers["retry-after"], "1");
+                assert_eq!(answer, json!({ "Message": MAILBOX_CONCURRENCY }));
+            }
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    assert_eq!((admitted, refused), (4, 2));
+    assert_eq!(t.sim.items(DEMO.mailbox_id).len(), 4);
+    let counters = t.sim.counters();
+    assert_eq!(counters.max_in_flight[DEMO.mailbox_id], 4);
+    assert_eq!(counters.concurrency_violations, 2);
+    assert_eq!(counters.throttled, 2);
+    assert_eq!(counters.import_requests, 6);
+}
+
+#[tokio::test]
+async fn six_concurrent_imports_spread_over_two_mailboxes_are_all_admitted() {
+    let (t, url, body) = spawn_importing().await;
+    let bob = t.sim.add_mailbox("bob@contoso.com");
+    let token = t.token().await;
+    let bob_url = t.import_url(&token, &bob).await;
+    let bob_body = create_body(&t.sim.folder_id(&bob, "inbox").unwrap(), &item_stream("b"));
+    t.set(Behaviour {
+        latency_ms: 500,
+        ..Behaviour::default()
+    });
+    let imports = (0..6).map(|i| {
+        if i % 2 == 0 {
+            t.try_import(&url, &body)
+        } else {
+            t.try_import(&bob_url, &bob_body)
+        }
+    });
+    let outcomes = futures_util::future::join_all(imports).await;
+
+    for outcome in outcomes {
+        assert_eq!(outcome.unwrap().0, StatusCode::OK);
+    }
+    let counters = t.sim.counters();
+    assert_eq!(counters.max_in_flight[DEMO.mailbox_id], 3);
+    assert_eq!(counters.max_in_flight[&bob], 3);
+    assert_eq!(counters.concurrency_violations, 0);
+    assert_eq!(counters.throttled, 0);
+}
+
+#[tokio::test]
+async fn graph_mailbox_requests_and_imports_share_one_limit_whatever_the_id_encoding() {
+    let (t, url, body) = spawn_importing().await;
+    let token = t.token().await;
+    let bob = t.sim.add_mailbox("bob@contoso.com");
+    t.set(Behaviour {
+        latency_ms: 500,
+        max_concurrent_per_mailbox: Some(2),
+        ..Behaviour::default()
+    });
+    // Import URLs carry the mailbox id raw; the Graph requests below percent-encode it.
+    let imports =
+        futures_util::future::join_all([t.try_import(&url, &body), t.try_import(&url, &body)]);
+    let others = async {
+        t.until_in_flight(DEMO.mailbox_id, 2).await;
+        futures_util::future::join3(
+            t.graph_get(
+                &token,
+                &format!(
+                    "/admin/exchange/mailboxes/{}/folders",
+                    encode(DEMO.mailbox_id)
+                ),
+            ),
+            t.graph_get(
+                &token,
+                &format!("/admin/exchange/mailboxes/{}/folders", encode(&bob)),
+            ),
+            // Not a mailbox request: not limited.
+            t.graph_get(&token, "/users/adele@contoso.com/settings/exchange"),
+        )
+        .await
+    };
+    let (imports, (refused, other_mailbox, directory)) = tokio::join!(imports, others);
+
+    for outcome in imports {
+        assert_eq!(outcome.unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let request_id = refused.headers()["request-id"].to_str().unwrap().to_owned();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "ApplicationThrottled");
+    assert_eq!(refused["error"]["message"], MAILBOX_CONCURRENCY);
+    assert_eq!(
+        refused["error"]["innerError"]["request-id"],
+        request_id.as_str()
+    );
+    assert_eq!(other_mailbox.status(), StatusCode::OK);
+    assert_eq!(directory.status(), StatusCode::OK);
+    let counters = t.sim.counters();
+    assert_eq!(counters.max_in_flight[DEMO.mailbox_id], 2);
+    assert_eq!(counters.concurrency_violations, 1);
+    assert_eq!(counters.graph_requests, 4);
+}
+
+#[tokio::test]
+async fn latency_delays_imports_and_graph_mailbox_requests_by_at_least_its_length() {
+    let (t, url, body) = spawn_importing().await;
+    let token = t.token().await;
+    let latency = Duration::from_millis(300);
+    t.set(Behaviour {
+        latency_ms: 300,
+        ..Behaviour::default()
+    });
+
+    let started = std::time::Instant::now();
+    assert_eq!(t.import(&url, &body).await.0, StatusCode::OK);
+    assert!(started.elapsed() >= latency);
+    let started = std::time::Instant::now();
+    let folders = t
+        .graph_get(
+            &token,
+            &format!("/admin/exchange/mailboxes/{}/folders", DEMO.mailbox_id),
+        )
+        .await;
+    assert_eq!(folders.status(), StatusCode::OK);
+    assert!(started.elapsed() >= latency);
+}
+
+#[tokio::test]
+async fn identical_data_created_twice_in_one_mailbox_counts_as_a_duplicate_and_is_still_stored() {
+    let (t, url, _) = spawn_importing().await;
+    let bob = t.sim.add_mailbox("bob@contoso.com");
+    let token = t.token().await;
+    let bob_url = t.import_url(&token, &bob).await;
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let sent = t.sim.folder_id(DEMO.mailbox_id, "sentitems").unwrap();
+    let bob_inbox = t.sim.folder_id(&bob, "inbox").unwrap();
+    let update = |created: &Value, folder: &str, data: &[u8]| {
+        json!({
+            "FolderId": folder,
+            "Mode": "update",
+            "Data": STANDARD.encode(data),
+            "ItemId": created["itemId"],
+            "ChangeKey": created["changeKey"],
+        })
+    };
+    let (a, b, c) = (item_stream("a"), item_stream("b"), item_stream("c"));
+
+    let (_, first) = t.import(&url, &create_body(&inbox, &a)).await;
+    // Same data, other folder: still a duplicate, since it is the same mailbox.
+    assert_eq!(
+        t.import(&url, &create_body(&sent, &a)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(t.sim.counters().duplicate_items, 1);
+    // Same data, other mailbox; other data: no duplicate.
+    t.import(&bob_url, &create_body(&bob_inbox, &a)).await;
+    t.import(&url, &create_body(&inbox, &b)).await;
+    assert_eq!(t.sim.counters().duplicate_items, 1);
+    // Duplicates are judged against what the mailbox holds now, updates included.
+    let (status, _) = t.import(&url, &update(&first, &inbox, &c)).await;
+    assert_eq!(status, StatusCode::OK);
+    t.import(&url, &create_body(&inbox, &c)).await;
+    assert_eq!(t.sim.counters().duplicate_items, 2);
+
+    assert_eq!(t.sim.items(DEMO.mailbox_id).len(), 4);
+    let expected = [(DEMO.mailbox_id.to_owned(), 4), (bob.clone(), 1)];
+    assert_eq!(
+        t.sim.items_per_mailbox(),
+        expected.into_iter().collect::<BTreeMap<_, _>>()
+    );
+    assert_eq!(t.sim.counters().items_created, 5);
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_reads_and_replaces_the_behaviour_and_refuses_invalid_ones() {
+    let t = spawn().await;
+    let url = t.admin_url("behaviour");
+    let current: Value = t.http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(current, serde_json::to_value(Behaviour::default()).unwrap());
+    assert_eq!(current["max_concurrent_per_mailbox"], 4);
+
+    // A PUT replaces the whole behaviour: missing fields take their defaults.
+    let put = t
+        .http
+        .put(&url)
+        .json(&json!({"throttle_rate": 0.25, "seed": 9, "latency_ms": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let expected = Behaviour {
+        throttle_rate: 0.25,
+        seed: Some(9),
+        latency_ms: 5,
+        ..Behaviour::default()
+    };
+    assert_eq!(put.json::<Behaviour>().await.unwrap(), expected);
+    assert_eq!(t.sim.behaviour(), expected);
+    let read: Behaviour = t.http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(read, expected);
+
+    for (invalid, names) in [
+        (
+            json!({"throttle_rate": 0.6, "unavailable_rate": 0.6}),
+            "at most 1.0",
+        ),
+        (json!({"throttle_rate": 1.5}), "throttle_rate"),
+        (
+            json!({"drop_after_store_rate": -0.1}),
+            "drop_after_store_rate",
+        ),
+        (
+            json!({"max_concurrent_per_mailbox": 0}),
+            "max_concurrent_per_mailbox",
+        ),
+        (json!({"throtle_rate": 0.1}), "throtle_rate"),
+        (json!("slow"), "behaviour"),
+    ] {
+        let response = t.http.put(&url).json(&invalid).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{invalid}");
+        let answer: Value = response.json().await.unwrap();
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(names), "{invalid}: {error}");
+    }
+    assert_eq!(t.sim.behaviour(), expected, "a refused PUT changes nothing");
+
+    // `null` lifts the limit; leaving the field out keeps the documented 4.
+    let unlimited = t
+        .http
+        .put(&url)
+        .json(&json!({"max_concurrent_per_mailbox": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unlimited.status(), StatusCode::OK);
+    assert_eq!(t.sim.behaviour().max_concurrent_per_mailbox, None);
+}
+
+#[tokio::test]
+async fn invalid_behaviours_are_refused_by_set_behaviour_and_by_start() {
+    let t = spawn().await;
+    let error = t.sim.set_behaviour(rates(0.5, 0.5, 0.5)).unwrap_err();
+    assert!(error.contains("at most 1.0"), "{error}");
+    assert_eq!(t.sim.behaviour(), Behaviour::default());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimulatorConfig {
+        behaviour: rates(f64::NAN, 0.0, 0.0),
+        ..SimulatorConfig::default()
+    };
+    let error = Simulator::start(listener, config).await.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("throttle_rate"), "{error}");
+}
+
+#[tokio::test]
+async fn the_counters_endpoint_serves_the_counters_as_json() {
+    let (t, url, body) = spawn_importing().await;
+    t.import(&url, &body).await;
+    t.import(&url, &body).await;
+    let served: Value = t
+        .http
+        .get(t.admin_url("counters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, serde_json::to_value(t.sim.counters()).unwrap());
+    assert_eq!(served["items_created"], 2);
+    assert_eq!(served["duplicate_items"], 1);
+    assert_eq!(served["max_in_flight"][DEMO.mailbox_id], 1);
+}
+
+#[tokio::test]
+async fn lifetimes_changed_at_run_time_apply_to_tokens_and_sessions_issued_afterwards() {
+    let (t, old_url, body) = spawn_importing().await;
+    let (old_token, lifetime) = t.token_and_lifetime().await;
+    assert_eq!(lifetime, 3599);
+    let path = "/users/adele@contoso.com/settings/exchange";
+
+    // A zero lifetime makes what is issued from now on expire at once, without waiting.
+    t.set(Behaviour {
+        token_lifetime_secs: Some(0),
+        session_lifetime_secs: Some(0),
+        ..Behaviour::default()
+    });
+    let (new_token, lifetime) = t.token_and_lifetime().await;
+    assert_eq!(lifetime, 0);
+    assert_eq!(
+        t.graph_get(&new_token, path).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(t.graph_get(&old_token, path).await.status(), StatusCode::OK);
+    let new_url = t.import_url(&old_token, DEMO.mailbox_id).await;
+    assert_eq!(t.import(&new_url, &body).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(t.import(&old_url, &body).await.0, StatusCode::OK);
+
+    t.set(Behaviour {
+        token_lifetime_secs: Some(1234),
+        session_lifetime_secs: Some(120),
+        ..Behaviour::default()
+    });
+    assert_eq!(t.token_and_lifetime().await.1, 1234);
+    let session = t
+        .http
+        .post(format!(
+            "{}/admin/exchange/mailboxes/{}/createImportSession",
+            t.sim.graph_url(),
+            encode(DEMO.mailbox_id)
+        ))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    let session: Value = session.json().await.unwrap();
+    let expiry =
+        chrono::DateTime::parse_from_rfc3339(session["expirationDateTime"].as_str().unwrap())
+            .unwrap();
+    let remaining = expiry
+        .signed_duration_since(chrono::Utc::now())
+        .num_seconds();
+    assert!((110..=120).contains(&remaining), "{remaining} s");
+
+    // The latest setting wins: set_token_lifetime clears the behaviour's override.
+    t.sim.set_token_lifetime(Duration::from_secs(60));
+    assert_eq!(t.sim.behaviour().token_lifetime_secs, None);
+    assert_eq!(t.token_and_lifetime().await.1, 60);
 }

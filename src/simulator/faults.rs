@@ -7,6 +7,10 @@
 //! (on every request under `/v1.0`, the set `graph_requests` counts), importItem's before the authtoken
 //! check. `Status` and `ThrottledUntil` answer instead of the endpoint; `Delay` and
 //! `DropAfterHandling` let it act first, so an import they hit is stored.
+//!
+//! Scripted faults take precedence over the random behaviour of module `behaviour`, whose middleware
+//! sits inside this one: a request a fault answers never reaches it, and a request a fault lets
+//! through is marked with [`ScriptedFault`] so that it draws nothing at random.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -67,6 +71,11 @@ pub enum Fault {
     DropAfterHandling,
 }
 
+/// Marks a request that a scripted `Delay` or `DropAfterHandling` lets through to its endpoint, so
+/// that the random behaviour leaves it alone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScriptedFault;
+
 /// The documented over-concurrency text of Outlook throttling (upstream.md, section 5).
 const MAILBOX_CONCURRENCY: &str = "Application is over its MailboxConcurrency limit.";
 
@@ -94,12 +103,22 @@ impl Fault {
     fn handles_request(&self) -> bool {
         matches!(self, Fault::Delay(_) | Fault::DropAfterHandling)
     }
+
+    /// Whether the fault answers 429, which `Counters::throttled` counts.
+    fn throttles(&self) -> bool {
+        match self {
+            Fault::Status { status, .. } => *status == 429,
+            Fault::ThrottledUntil { .. } => true,
+            Fault::Delay(_) | Fault::DropAfterHandling => false,
+        }
+    }
 }
 
 impl FaultTarget {
-    /// Counts a request that a fault answers, since the endpoint, which counts the others, never sees
-    /// it. The token endpoint counts only outcomes (issued or rejected), so nothing is counted there.
-    fn count_unhandled_request(self, counters: &mut Counters) {
+    /// Counts a request that a fault (or the random behaviour) answers, since the endpoint, which
+    /// counts the others, never sees it. The token endpoint counts only outcomes (issued or
+    /// rejected), so nothing is counted there.
+    pub(crate) fn count_unhandled_request(self, counters: &mut Counters) {
         match self {
             FaultTarget::Token => {}
             FaultTarget::Graph => counters.graph_requests += 1,
@@ -169,7 +188,7 @@ impl FaultPoint {
 /// Middleware: plays the next fault queued for this endpoint, if any, around or instead of it.
 pub(crate) async fn intercept(
     State(point): State<FaultPoint>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let fault = {
@@ -180,9 +199,15 @@ pub(crate) async fn intercept(
             if !fault.handles_request() {
                 point.target.count_unhandled_request(&mut inner.counters);
             }
+            if fault.throttles() {
+                inner.counters.throttled += 1;
+            }
         }
         fault
     };
+    if fault.as_ref().is_some_and(Fault::handles_request) {
+        request.extensions_mut().insert(ScriptedFault);
+    }
     match fault {
         None => next.run(request).await,
         Some(Fault::Status {
@@ -192,7 +217,15 @@ pub(crate) async fn intercept(
         }) => {
             let status = StatusCode::from_u16(status).expect("checked by Fault::check");
             let retry_after = retry_after.map(HeaderValue::from);
-            refuse(point.target, status, code.as_deref(), retry_after, request).await
+            refuse(
+                point.target,
+                status,
+                code.as_deref(),
+                retry_after,
+                None,
+                request,
+            )
+            .await
         }
         Some(Fault::ThrottledUntil { secs }) => {
             // An HTTP-date is wall-clock time, so it comes from the system clock, not tokio's.
@@ -204,6 +237,7 @@ pub(crate) async fn intercept(
                 StatusCode::TOO_MANY_REQUESTS,
                 None,
                 Some(retry_after),
+                None,
                 request,
             )
             .await
@@ -213,16 +247,24 @@ pub(crate) async fn intercept(
             tokio::time::sleep(delay).await;
             response
         }
-        Some(Fault::DropAfterHandling) => break_body(next.run(request).await).await,
+        Some(Fault::DropAfterHandling) => {
+            let response = next.run(request).await;
+            if point.target == FaultTarget::Import && response.status().is_success() {
+                point.shared.lock().counters.dropped_after_store += 1;
+            }
+            break_body(response).await
+        }
     }
 }
 
-/// Answers `status` in the endpoint's own error shape, without handling the request.
-async fn refuse(
+/// Answers `status` in the endpoint's own error shape, without handling the request. `message`
+/// replaces the default one (for 429 the documented MailboxConcurrency text).
+pub(crate) async fn refuse(
     target: FaultTarget,
     status: StatusCode,
     code: Option<&str>,
     retry_after: Option<HeaderValue>,
+    message: Option<&str>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -235,9 +277,10 @@ async fn refuse(
         .get::<RequestId>()
         .cloned()
         .expect("assign_request_id runs outside every route");
-    let message = match status {
-        StatusCode::TOO_MANY_REQUESTS => MAILBOX_CONCURRENCY.to_owned(),
-        _ => format!("The simulator answered {status} as a test scripted."),
+    let message = match (message, status) {
+        (Some(message), _) => message.to_owned(),
+        (None, StatusCode::TOO_MANY_REQUESTS) => MAILBOX_CONCURRENCY.to_owned(),
+        (None, _) => format!("The simulator answered {status} as a test scripted."),
     };
     let mut response = match target {
         FaultTarget::Token => {
@@ -321,7 +364,7 @@ fn graph_code(status: StatusCode) -> String {
 
 /// Sends the status line, the headers and the first half of `response`'s body, then fails the body
 /// stream so that hyper aborts the connection.
-async fn break_body(response: Response) -> Response {
+pub(crate) async fn break_body(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     let body = body
         .collect()
@@ -334,7 +377,7 @@ async fn break_body(response: Response) -> Response {
         // the connection with the headers still in its buffer.
         tokio::task::yield_now().await;
         Err(std::io::Error::other(
-            "connection dropped by a scripted fault",
+            "connection dropped on purpose by the simulator",
         ))
     }));
     // A length would promise bytes that never come; without one the body goes out chunked.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::state::{new_change_key, Shared};
+use super::state::Shared;
 use super::stream;
 
 /// `POST /api/gv1.0/Mailboxes('{mailboxId}')/importItem?authtoken=...`.
@@ -83,6 +83,15 @@ struct ImportBody {
 enum Mode {
     Create,
     Update { item_id: String, change_key: String },
+}
+
+/// What a successful request did.
+enum Stored {
+    /// A new item; `duplicate` when the mailbox already held an item with the same data.
+    Created {
+        duplicate: bool,
+    },
+    Updated,
 }
 
 fn import(
@@ -163,42 +172,50 @@ fn import(
         });
     }
     let mailbox = inner.mailbox_mut(&mailbox_id).expect("checked above");
-    let (item_id, change_key, updated) = match mode {
+    let (item_id, change_key, stored) = match mode {
         Mode::Create => {
-            let item = mailbox.create_item(&folder_id, data);
-            (item.item_id.clone(), item.change_key.clone(), false)
+            let (item, duplicate) = mailbox.create_item(&folder_id, data);
+            let stored = Stored::Created { duplicate };
+            (item.item_id.clone(), item.change_key.clone(), stored)
         }
         Mode::Update {
             item_id,
             change_key,
         } => {
-            let item = mailbox
+            let index = mailbox
                 .items
-                .iter_mut()
-                .find(|item| item.item_id == item_id && item.folder_id == folder_id)
+                .iter()
+                .position(|item| item.item_id == item_id && item.folder_id == folder_id)
                 .ok_or_else(|| {
                     fail(
                         StatusCode::NOT_FOUND,
                         "ErrorItemNotFound: The specified object was not found in the store.",
                     )
                 })?;
-            if item.change_key != change_key {
+            if mailbox.items[index].change_key != change_key {
                 return Err(fail(
                     StatusCode::CONFLICT,
                     "ErrorIrresolvableConflict: The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
                 ));
             }
-            // An update is a full replace of the item.
-            item.data = data;
-            item.change_key = new_change_key();
-            item.version += 1;
-            (item.item_id.clone(), item.change_key.clone(), true)
+            let item = mailbox.replace_item(index, data);
+            (
+                item.item_id.clone(),
+                item.change_key.clone(),
+                Stored::Updated,
+            )
         }
     };
-    if updated {
-        inner.counters.items_updated += 1;
-    } else {
-        inner.counters.items_created += 1;
+    match stored {
+        Stored::Created { duplicate } => {
+            inner.counters.items_created += 1;
+            // A duplicate is still stored, as Exchange does not deduplicate; a soak test checks the
+            // count stays at zero.
+            if duplicate {
+                inner.counters.duplicate_items += 1;
+            }
+        }
+        Stored::Updated => inner.counters.items_updated += 1,
     }
     drop(inner);
 

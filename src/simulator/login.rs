@@ -63,7 +63,7 @@ pub(crate) async fn token(
     let response = match outcome {
         Ok(()) => {
             let access_token = inner.issue_token();
-            let lifetime = inner.config.token_lifetime.as_secs();
+            let lifetime = inner.token_lifetime().as_secs();
             let body = json!({
                 "token_type": "Bearer",
                 "expires_in": lifetime,

@@ -11,7 +11,15 @@
 //!
 //! Tests drive it over real sockets, inspect its state through [`Simulator`]'s methods, and script
 //! faults (throttling, outages, slow or dropped answers) with [`Simulator::inject`] (module `faults`).
+//! Beyond scripts, a [`Behaviour`] (module `behaviour`) makes it misbehave at random, enforces the
+//! per-mailbox concurrency limit and adds latency; it is set at start-up, changed with
+//! [`Simulator::set_behaviour`] or over HTTP on the same origin (no auth, it is a simulator):
+//!
+//! - `GET` / `PUT /_simulator/behaviour` (the [`Behaviour`] as JSON; a PUT replaces it, 400
+//!   `{"error": ...}` on an invalid one),
+//! - `GET /_simulator/counters` (the [`Counters`] as JSON).
 
+mod behaviour;
 mod faults;
 mod graph;
 mod import;
@@ -19,6 +27,7 @@ mod login;
 mod state;
 mod stream;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -28,13 +37,15 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
+use behaviour::Gate;
 use faults::FaultPoint;
 use state::Shared;
 
+pub use behaviour::Behaviour;
 pub use faults::{Fault, FaultTarget};
 
 /// Tunables of a simulator instance.
@@ -46,6 +57,9 @@ pub struct SimulatorConfig {
     pub session_lifetime: Duration,
     /// Folders per page when the client sends no `$top`; must be 1..=999.
     pub folder_page_size: usize,
+    /// Random misbehaviour and enforced limits; changeable at run time with
+    /// [`Simulator::set_behaviour`]. Its lifetimes, when set, override the two above.
+    pub behaviour: Behaviour,
 }
 
 impl Default for SimulatorConfig {
@@ -54,6 +68,7 @@ impl Default for SimulatorConfig {
             token_lifetime: Duration::from_secs(3599),
             session_lifetime: Duration::from_secs(3600),
             folder_page_size: 10,
+            behaviour: Behaviour::default(),
         }
     }
 }
@@ -78,8 +93,8 @@ pub const DEMO: DemoTenant = DemoTenant {
     mailbox_id: "MBX:e0643f21-9a3b-4c5d-8e7f-0a1b2c3d4e5f@a7809c93-5d4e-4b1f-9c62-3e8d0f1b2a47",
 };
 
-/// What the simulator has seen and done, for tests to assert on.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// What the simulator has seen and done, for tests to assert on (also `GET /_simulator/counters`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Counters {
     pub tokens_issued: u64,
     pub token_requests_rejected: u64,
@@ -93,6 +108,23 @@ pub struct Counters {
     /// Requests that consumed a scripted [`Fault`], whatever its kind; they are also counted as
     /// `graph_requests` or `import_requests`.
     pub faults_injected: u64,
+    /// Every 429 answered on purpose: chosen by `Behaviour::throttle_rate`, scripted (any endpoint,
+    /// `Status` 429 or `ThrottledUntil`), or over the concurrency limit.
+    pub throttled: u64,
+    /// importItem 503s chosen by `Behaviour::unavailable_rate` (scripted 503s are not counted here).
+    pub unavailable: u64,
+    /// importItem requests that were stored or applied (a 2xx answer) and whose connection was then
+    /// broken, by `Behaviour::drop_after_store_rate` or by a scripted `DropAfterHandling`.
+    pub dropped_after_store: u64,
+    /// Creates whose decoded data has the same SHA-256 as an item its mailbox held at that moment;
+    /// they are stored all the same.
+    pub duplicate_items: u64,
+    /// Per mailbox id, the most requests ever in flight at once among those admitted (importItem and
+    /// Graph mailbox requests together).
+    pub max_in_flight: BTreeMap<String, usize>,
+    /// Requests that arrived while their mailbox's concurrency limit was already reached (and were
+    /// refused with 429): how often a client exceeded the limit.
+    pub concurrency_violations: u64,
 }
 
 /// An item as the simulated mailbox stores it.
@@ -133,6 +165,12 @@ impl Simulator {
         listener: TcpListener,
         config: SimulatorConfig,
     ) -> std::io::Result<Simulator> {
+        if let Err(error) = config.behaviour.validate() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("SimulatorConfig::behaviour: {error}"),
+            ));
+        }
         if !(1..=999).contains(&config.folder_page_size) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -227,14 +265,32 @@ impl Simulator {
             });
     }
 
-    /// Lifetime of access tokens issued from now on.
+    /// Lifetime of access tokens issued from now on. The latest setting wins: this clears
+    /// `Behaviour::token_lifetime_secs`.
     pub fn set_token_lifetime(&self, lifetime: Duration) {
-        self.shared.lock().config.token_lifetime = lifetime;
+        let mut inner = self.shared.lock();
+        inner.config.token_lifetime = lifetime;
+        inner.config.behaviour.token_lifetime_secs = None;
     }
 
-    /// Lifetime of import sessions created from now on.
+    /// Lifetime of import sessions created from now on. The latest setting wins: this clears
+    /// `Behaviour::session_lifetime_secs`.
     pub fn set_session_lifetime(&self, lifetime: Duration) {
-        self.shared.lock().config.session_lifetime = lifetime;
+        let mut inner = self.shared.lock();
+        inner.config.session_lifetime = lifetime;
+        inner.config.behaviour.session_lifetime_secs = None;
+    }
+
+    /// The behaviour in force.
+    pub fn behaviour(&self) -> Behaviour {
+        self.shared.lock().config.behaviour.clone()
+    }
+
+    /// Replaces the behaviour, from the next request on, and restarts the random sequence from its
+    /// seed. An invalid behaviour is refused (with a message naming the setting) and the current one
+    /// stays. Requests already in flight keep their slots, whatever the new limit.
+    pub fn set_behaviour(&self, behaviour: Behaviour) -> Result<(), String> {
+        behaviour::set(&mut self.shared.lock(), behaviour)
     }
 
     /// Invalidates every import session issued so far (importItem then answers 401).
@@ -273,6 +329,16 @@ impl Simulator {
         self.shared.lock().counters.clone()
     }
 
+    /// Every mailbox id (archives included) with the number of items it holds, empty ones too.
+    pub fn items_per_mailbox(&self) -> BTreeMap<String, usize> {
+        self.shared
+            .lock()
+            .mailboxes
+            .iter()
+            .map(|mailbox| (mailbox.id.clone(), mailbox.items.len()))
+            .collect()
+    }
+
     /// The items stored in a mailbox, in creation order. Panics on an unknown mailbox.
     pub fn items(&self, mailbox_id: &str) -> Vec<StoredItem> {
         let inner = self.shared.lock();
@@ -294,6 +360,9 @@ fn router(shared: Arc<Shared>) -> Router {
     let fault_layer = |target| {
         middleware::from_fn_with_state(FaultPoint::new(&shared, target), faults::intercept)
     };
+    // The behaviour sits inside the faults, so that scripted faults take precedence over it.
+    let behaviour_layer =
+        |target| middleware::from_fn_with_state(Gate::new(&shared, target), behaviour::govern);
     Router::new()
         .route(
             "/{tenant}/oauth2/v2.0/token",
@@ -305,13 +374,22 @@ fn router(shared: Arc<Shared>) -> Router {
             // Item streams may be far larger than axum's 2 MB default body limit.
             post(import::import_item)
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .route_layer(behaviour_layer(FaultTarget::Import))
                 .route_layer(fault_layer(FaultTarget::Import)),
         )
         .nest(
             "/v1.0",
             // Outside the bearer check and around the fallbacks: every request graph_requests counts.
-            graph::router(shared.clone()).layer(fault_layer(FaultTarget::Graph)),
+            graph::router(shared.clone())
+                .layer(behaviour_layer(FaultTarget::Graph))
+                .layer(fault_layer(FaultTarget::Graph)),
         )
+        // The simulator's own admin surface; no auth, it is a test tool.
+        .route(
+            "/_simulator/behaviour",
+            get(behaviour::get_behaviour).put(behaviour::put_behaviour),
+        )
+        .route("/_simulator/counters", get(behaviour::get_counters))
         .fallback(graph::unknown_resource)
         .method_not_allowed_fallback(graph::method_not_allowed)
         // Outermost, so that every response, errors and fallbacks included, carries a request-id.

@@ -10,8 +10,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use jsonwebtoken::DecodingKey;
 use rand::{Rng, RngCore};
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::behaviour::Traffic;
 use super::faults::FaultQueue;
 use super::{Counters, SimulatorConfig, StoredItem, DEMO};
 
@@ -53,6 +55,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(base_url: String, config: SimulatorConfig) -> Arc<Shared> {
+        let traffic = Traffic::new(config.behaviour.seed);
         let mut inner = Inner {
             config,
             tenant_id: DEMO.tenant_id.to_owned(),
@@ -69,6 +72,7 @@ impl Shared {
             issued_credentials: Vec::new(),
             counters: Counters::default(),
             faults: FaultQueue::default(),
+            traffic,
         };
         inner.create_user(
             DEMO_USER_ID.to_owned(),
@@ -96,6 +100,7 @@ impl Shared {
 
 /// The mutable part of the simulated tenant.
 pub(crate) struct Inner {
+    /// The configuration, kept current at run time: `config.behaviour` is the behaviour in force.
     pub config: SimulatorConfig,
     pub tenant_id: String,
     /// The one registered application (the demo app).
@@ -112,6 +117,8 @@ pub(crate) struct Inner {
     pub counters: Counters,
     /// Faults scripted by tests, played by [`super::faults::intercept`].
     pub faults: FaultQueue,
+    /// Random source and in-flight requests of the behaviour, played by [`super::behaviour::govern`].
+    pub traffic: Traffic,
 }
 
 /// An app registration and the credentials it accepts.
@@ -152,6 +159,8 @@ pub(crate) struct Mailbox {
     /// Folders in creation order; the listing pages through them in this order.
     pub folders: Vec<Folder>,
     pub items: Vec<StoredItem>,
+    /// SHA-256 of each stored item's data → how many items hold that data now, to spot duplicates.
+    digests: HashMap<[u8; 32], usize>,
 }
 
 pub(crate) struct Folder {
@@ -219,10 +228,26 @@ impl Inner {
         archive_id
     }
 
-    /// Issues a Graph access token that expires after the configured lifetime.
+    /// The lifetime of access tokens issued now: the behaviour's override, else the configured one.
+    pub fn token_lifetime(&self) -> Duration {
+        self.config
+            .behaviour
+            .token_lifetime_secs
+            .map_or(self.config.token_lifetime, Duration::from_secs)
+    }
+
+    /// The lifetime of import sessions created now: the behaviour's override, else the configured one.
+    pub fn session_lifetime(&self) -> Duration {
+        self.config
+            .behaviour
+            .session_lifetime_secs
+            .map_or(self.config.session_lifetime, Duration::from_secs)
+    }
+
+    /// Issues a Graph access token that expires after the current token lifetime.
     pub fn issue_token(&mut self) -> String {
         let token = random_token();
-        let expires = Instant::now() + self.config.token_lifetime;
+        let expires = Instant::now() + self.token_lifetime();
         self.tokens.insert(token.clone(), expires);
         self.issued_credentials.push(token.clone());
         self.counters.tokens_issued += 1;
@@ -244,7 +269,7 @@ impl Inner {
     /// Opens an import session on `mailbox_id`; returns its authtoken and lifetime.
     pub fn create_session(&mut self, mailbox_id: &str) -> (String, Duration) {
         let authtoken = random_token();
-        let lifetime = self.config.session_lifetime;
+        let lifetime = self.session_lifetime();
         self.sessions.insert(
             authtoken.clone(),
             Session {
@@ -305,6 +330,7 @@ impl Mailbox {
             archive_of,
             folders,
             items: Vec::new(),
+            digests: HashMap::new(),
         }
     }
 
@@ -358,7 +384,11 @@ impl Mailbox {
             .count()
     }
 
-    pub fn create_item(&mut self, folder_id: &str, data: Bytes) -> &StoredItem {
+    /// Stores a new item; also says whether the mailbox already held an item with the same data.
+    pub fn create_item(&mut self, folder_id: &str, data: Bytes) -> (&StoredItem, bool) {
+        let holders = self.digests.entry(digest(&data)).or_default();
+        let duplicate = *holders > 0;
+        *holders += 1;
         self.items.push(StoredItem {
             item_id: new_item_id(),
             change_key: new_change_key(),
@@ -366,8 +396,29 @@ impl Mailbox {
             data,
             version: 1,
         });
-        self.items.last().expect("just pushed")
+        (self.items.last().expect("just pushed"), duplicate)
     }
+
+    /// Replaces the data of the item at `index` (an update is a full replace) with a new change key.
+    pub fn replace_item(&mut self, index: usize, data: Bytes) -> &StoredItem {
+        let old = digest(&self.items[index].data);
+        if let Some(holders) = self.digests.get_mut(&old) {
+            *holders -= 1;
+            if *holders == 0 {
+                self.digests.remove(&old);
+            }
+        }
+        *self.digests.entry(digest(&data)).or_default() += 1;
+        let item = &mut self.items[index];
+        item.data = data;
+        item.change_key = new_change_key();
+        item.version += 1;
+        item
+    }
+}
+
+fn digest(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
 }
 
 /// A mailbox id in the documented shape `MBX:{mailbox guid}@{tenant guid}`.
