@@ -296,6 +296,10 @@ impl GraphClient {
                 .pacer
                 .acquire(&target, request.data.len() as u64, context)
                 .await?;
+            if !session.is_fresh() {
+                // The session aged past its renewal margin while this request waited for its turn.
+                continue;
+            }
             let outcome = self.post_item(&target, &session, request, context).await;
             drop(permit);
             match outcome {
@@ -417,12 +421,16 @@ impl GraphClient {
             .await
             .map_err(|e| AttemptError::Other(import_transport_error(&action, e)))?;
         if status.is_success() {
+            // Exchange accepted the item; only its ids are unreadable. Report that honestly rather than
+            // as a failure a client would retry into a duplicate.
             return serde_json::from_slice(&body).map_err(|_| {
+                tracing::error!(
+                    status = status.as_u16(),
+                    "importItem succeeded without a readable itemId and changeKey"
+                );
                 AttemptError::Other(GraphError::new(
                     action,
-                    ErrorKind::InvalidResponse(
-                        "importItem answered without itemId and changeKey".into(),
-                    ),
+                    ErrorKind::OutcomeUnknown { timed_out: false },
                 ))
             });
         }

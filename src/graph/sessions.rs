@@ -37,7 +37,8 @@ impl ImportSession {
         self.url.expose_secret()
     }
 
-    fn is_fresh(&self) -> bool {
+    /// Whether the session is still good to send an item on (not within its renewal margin).
+    pub fn is_fresh(&self) -> bool {
         Instant::now() < self.renew_at
     }
 

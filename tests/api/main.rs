@@ -9,4 +9,5 @@ mod idempotency;
 mod items;
 mod resilience;
 mod sessions;
+mod soak;
 mod upstream;
