@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::CredentialError;
+use crate::access::Access;
 use crate::config::{Config, RetryPolicy};
 use crate::graph::GraphClient;
 use crate::idempotency::IdempotencyStore;
@@ -18,6 +18,8 @@ use crate::idempotency::IdempotencyStore;
 pub struct AppState {
     /// The tenant's Graph client, with its token, sessions, resolved ids and mailbox pacing.
     pub graph: Arc<GraphClient>,
+    /// Who may call, and what each client may touch.
+    pub access: Arc<Access>,
     /// Largest raw item accepted, in bytes.
     pub max_item_bytes: u64,
     /// Longest pause in a client's upload.
@@ -33,9 +35,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state; fails if the configured credential cannot be loaded.
-    pub fn new(config: &Config) -> Result<AppState, CredentialError> {
+    /// Builds the state; fails if the configured credential or the clients' JWKS file cannot be loaded.
+    pub fn new(config: &Config) -> anyhow::Result<AppState> {
+        let access = Access::new(&config.access)?;
+        if access.is_open() && !config.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.listen, "CLIENT AUTHENTICATION IS OFF on a non-loopback address: anyone who can reach it can write into every mailbox");
+        }
         Ok(AppState {
+            access: Arc::new(access),
             graph: Arc::new(GraphClient::new(
                 &config.tenant,
                 config.timeouts,
@@ -65,40 +72,40 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(&config)?;
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let router = crate::api::router(state.clone());
-    tracing::info!(address = %listener.local_addr()?, "mailbox-gateway listening");
-    let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr()?, scheme, "mailbox-gateway listening");
+    let shutdown_began = Arc::new(std::sync::OnceLock::new());
     let signal = {
-        let state = state.clone();
+        let (state, shutdown_began) = (state.clone(), shutdown_began.clone());
         async move {
             shutdown.await;
+            shutdown_began.set(tokio::time::Instant::now()).ok();
             state.shutting_down.store(true, Ordering::Relaxed);
             tracing::info!(
                 grace_secs = config.shutdown_grace.as_secs(),
                 "shutting down: finishing in-flight requests"
             );
-            began_tx.send(()).ok();
         }
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
-    let grace_over = async {
-        // Pending forever if the server ends without a shutdown (the sender is then dropped).
-        if began_rx.await.is_ok() {
-            tokio::time::sleep(config.shutdown_grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    let deadline = tokio::time::Instant::now();
-    tokio::select! {
-        served = server => served?,
-        () = grace_over => {
-            tracing::warn!("grace period over with requests still in flight; closing them");
-        }
-    }
+    crate::server::serve(
+        listener,
+        router,
+        config.connections,
+        tls,
+        signal,
+        config.shutdown_grace,
+    )
+    .await;
     // Imports whose clients hung up may still be running; they get what is left of the grace period.
     state.tasks.close();
-    let left = config.shutdown_grace.saturating_sub(deadline.elapsed());
+    let spent = shutdown_began
+        .get()
+        .map_or(Duration::ZERO, |began: &tokio::time::Instant| {
+            began.elapsed()
+        });
+    let left = config.shutdown_grace.saturating_sub(spent);
     if tokio::time::timeout(left, state.tasks.wait())
         .await
         .is_err()

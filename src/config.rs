@@ -21,6 +21,8 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// Default origins that Graph's `importUrl` may point to.
 pub const DEFAULT_IMPORT_HOSTS: &str = "outlook.office365.com";
+/// Default interval between checks of the TLS files for changes.
+pub const DEFAULT_TLS_RELOAD: Duration = Duration::from_secs(30);
 /// Default time given to in-flight imports after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default largest item accepted: Exchange Online's own message size limit.
@@ -95,6 +97,60 @@ pub const KEYS: &[(&str, &str)] = &[
         "MAILBOX_GATEWAY_SHUTDOWN_GRACE_SECS",
         "time to finish in-flight imports on shutdown",
     ),
+    (
+        "MAILBOX_GATEWAY_MAX_CONNECTIONS",
+        "open client connections at most",
+    ),
+    (
+        "MAILBOX_GATEWAY_HEADER_READ_TIMEOUT_SECS",
+        "time a client has to send its request headers",
+    ),
+    (
+        "MAILBOX_GATEWAY_TLS_CERT_PATH",
+        "PEM certificate chain for HTTPS",
+    ),
+    ("MAILBOX_GATEWAY_TLS_KEY_PATH", "PEM private key for HTTPS"),
+    (
+        "MAILBOX_GATEWAY_TLS_RELOAD_SECS",
+        "how often the TLS files are checked for changes",
+    ),
+    (
+        "MAILBOX_GATEWAY_AUTH",
+        "client authentication: api-key, jwt or none",
+    ),
+    (
+        "MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED",
+        "true to allow none on a non-loopback address",
+    ),
+    (
+        "MAILBOX_GATEWAY_API_KEYS",
+        "client API keys as name:sha256hex, comma-separated",
+    ),
+    (
+        "MAILBOX_GATEWAY_ACCESS_RULES",
+        "JSON list of what each client may touch",
+    ),
+    ("MAILBOX_GATEWAY_JWT_ISSUER", "expected iss of client JWTs"),
+    (
+        "MAILBOX_GATEWAY_JWT_AUDIENCE",
+        "expected aud of client JWTs",
+    ),
+    (
+        "MAILBOX_GATEWAY_JWT_JWKS_URL",
+        "JWKS URL of the identity provider",
+    ),
+    (
+        "MAILBOX_GATEWAY_JWT_JWKS_FILE",
+        "JWKS file of the identity provider",
+    ),
+    (
+        "MAILBOX_GATEWAY_JWT_HS256_SECRET",
+        "shared secret for HS256 JWTs",
+    ),
+    (
+        "MAILBOX_GATEWAY_JWT_CLIENT_CLAIM",
+        "claim that names the client (default azp)",
+    ),
 ];
 
 /// The gateway's whole configuration.
@@ -116,6 +172,76 @@ pub struct Config {
     pub idempotency: IdempotencySettings,
     /// Time given to in-flight imports after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Limits on client connections.
+    pub connections: ConnectionLimits,
+    /// HTTPS, when the gateway terminates TLS itself.
+    pub tls: Option<TlsSettings>,
+    /// Who may call, and what each client may touch.
+    pub access: AccessConfig,
+}
+
+/// Client authentication and the rules of what each client may touch.
+#[derive(Clone, Debug, Default)]
+pub struct AccessConfig {
+    pub auth: AuthConfig,
+    pub rules: Vec<crate::access::Rule>,
+}
+
+/// How clients authenticate.
+#[derive(Clone, Debug, Default)]
+pub enum AuthConfig {
+    /// Nobody authenticates; everyone may do everything (loopback, the simulator, or an override).
+    #[default]
+    None,
+    /// `Authorization: Bearer <key>` or `X-Api-Key`, matched against (client name, SHA-256 of the key).
+    ApiKeys(Vec<(String, [u8; 32])>),
+    /// A bearer JWT from the organisation's identity provider.
+    Jwt(JwtConfig),
+}
+
+/// What a client's JWT must be.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub keys: JwtKeySource,
+    /// The claim whose value is the client's name.
+    pub client_claim: String,
+}
+
+/// Where the keys that sign clients' JWTs come from.
+#[derive(Clone, Debug)]
+pub enum JwtKeySource {
+    JwksUrl(Url),
+    JwksFile(PathBuf),
+    Hs256(SecretString),
+}
+
+/// Limits on client connections, against slow or greedy clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections at most; beyond it the gateway stops accepting until one closes.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers (and to finish a TLS handshake).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The certificate and key the gateway serves HTTPS with; both files are re-read when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// How often the files are checked for changes.
+    pub reload_every: Duration,
 }
 
 /// Bounds on retrying one client request: attempts across all its upstream calls, and time.
@@ -290,6 +416,14 @@ pub enum ConfigError {
          (in the environment or the --config file), or run `serve --simulate` to use the built-in simulator"
     )]
     NoCredential,
+    /// Listening beyond loopback with nobody having to authenticate.
+    #[error(
+        "refusing to listen on {listen} without client authentication: set MAILBOX_GATEWAY_AUTH=api-key \
+         (with MAILBOX_GATEWAY_API_KEYS) or MAILBOX_GATEWAY_AUTH=jwt (with MAILBOX_GATEWAY_JWT_*), and \
+         MAILBOX_GATEWAY_ACCESS_RULES; or listen on 127.0.0.1; or, if something in front of the gateway \
+         authenticates clients, set MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED=true"
+    )]
+    Insecure { listen: SocketAddr },
     /// The configuration file could not be read or parsed.
     #[error("configuration file {path}: {problem}")]
     File { path: PathBuf, problem: String },
@@ -448,11 +582,50 @@ impl Config {
                 IdempotencySettings::default().capacity,
             )?,
         };
+        let connections = ConnectionLimits {
+            max_connections: positive(
+                sources,
+                "MAILBOX_GATEWAY_MAX_CONNECTIONS",
+                ConnectionLimits::default().max_connections as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+            header_read_timeout: secs(
+                "MAILBOX_GATEWAY_HEADER_READ_TIMEOUT_SECS",
+                ConnectionLimits::default().header_read_timeout,
+            )?,
+        };
+        let tls = match (
+            sources.get("MAILBOX_GATEWAY_TLS_CERT_PATH"),
+            sources.get("MAILBOX_GATEWAY_TLS_KEY_PATH"),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert_path: PathBuf::from(cert),
+                key_path: PathBuf::from(key),
+                reload_every: secs("MAILBOX_GATEWAY_TLS_RELOAD_SECS", DEFAULT_TLS_RELOAD)?,
+            }),
+            (cert, _) => {
+                return Err(ConfigError::Invalid {
+                    key: if cert.is_none() {
+                        "MAILBOX_GATEWAY_TLS_CERT_PATH"
+                    } else {
+                        "MAILBOX_GATEWAY_TLS_KEY_PATH"
+                    },
+                    problem: "HTTPS needs both MAILBOX_GATEWAY_TLS_CERT_PATH and MAILBOX_GATEWAY_TLS_KEY_PATH".into(),
+                })
+            }
+        };
+        let simulate = tenant.is_some();
+        let access = AccessConfig::load(sources, listen, simulate)?;
         let tenant = match tenant {
             Some(tenant) => tenant,
             None => TenantConfig::load(sources)?,
         };
         Ok(Config {
+            access,
+            connections,
+            tls,
             listen,
             max_item_bytes,
             timeouts,
@@ -480,8 +653,127 @@ impl Config {
             pacing: Pacing::default(),
             idempotency: IdempotencySettings::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            connections: ConnectionLimits::default(),
+            tls: None,
+            access: AccessConfig::default(),
         }
     }
+}
+
+impl AccessConfig {
+    /// Reads client authentication and rules. Secure by default: without authentication the gateway
+    /// listens on loopback only, unless `--simulate` (whose tenant holds nothing real) or an explicit
+    /// `MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED=true`.
+    fn load(
+        sources: &Sources,
+        listen: SocketAddr,
+        simulate: bool,
+    ) -> Result<AccessConfig, ConfigError> {
+        let invalid = |key: &'static str, problem: String| ConfigError::Invalid { key, problem };
+        let auth = match sources.get("MAILBOX_GATEWAY_AUTH").map(str::trim) {
+            None | Some("none") => {
+                let allowed = listen.ip().is_loopback()
+                    || simulate
+                    || sources.get("MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED") == Some("true");
+                if !allowed {
+                    return Err(ConfigError::Insecure { listen });
+                }
+                AuthConfig::None
+            }
+            Some("api-key") => {
+                let keys = sources.get("MAILBOX_GATEWAY_API_KEYS").ok_or_else(|| {
+                    invalid(
+                        "MAILBOX_GATEWAY_API_KEYS",
+                        "api-key mode needs at least one name:sha256hex".into(),
+                    )
+                })?;
+                AuthConfig::ApiKeys(
+                    keys.split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(parse_api_key)
+                        .collect::<Result<_, _>>()
+                        .map_err(|problem| invalid("MAILBOX_GATEWAY_API_KEYS", problem))?,
+                )
+            }
+            Some("jwt") => {
+                let required = |key: &'static str| {
+                    sources
+                        .get(key)
+                        .map(str::to_owned)
+                        .ok_or_else(|| invalid(key, "jwt mode needs it".into()))
+                };
+                let keys = match (
+                    sources.get("MAILBOX_GATEWAY_JWT_JWKS_URL"),
+                    sources.get("MAILBOX_GATEWAY_JWT_JWKS_FILE"),
+                    sources.get("MAILBOX_GATEWAY_JWT_HS256_SECRET"),
+                ) {
+                    (Some(url), None, None) => JwtKeySource::JwksUrl(
+                        parse_base_url(url)
+                            .map_err(|p| invalid("MAILBOX_GATEWAY_JWT_JWKS_URL", p))?,
+                    ),
+                    (None, Some(path), None) => JwtKeySource::JwksFile(PathBuf::from(path)),
+                    (None, None, Some(secret)) if secret.len() >= 32 => {
+                        JwtKeySource::Hs256(SecretString::from(secret.to_owned()))
+                    }
+                    (None, None, Some(_)) => {
+                        return Err(invalid(
+                            "MAILBOX_GATEWAY_JWT_HS256_SECRET",
+                            "must be at least 32 characters".into(),
+                        ))
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "MAILBOX_GATEWAY_JWT_JWKS_URL",
+                            "jwt mode needs exactly one of MAILBOX_GATEWAY_JWT_JWKS_URL, \
+                             MAILBOX_GATEWAY_JWT_JWKS_FILE and MAILBOX_GATEWAY_JWT_HS256_SECRET"
+                                .into(),
+                        ))
+                    }
+                };
+                AuthConfig::Jwt(JwtConfig {
+                    issuer: required("MAILBOX_GATEWAY_JWT_ISSUER")?,
+                    audience: required("MAILBOX_GATEWAY_JWT_AUDIENCE")?,
+                    keys,
+                    client_claim: sources
+                        .get("MAILBOX_GATEWAY_JWT_CLIENT_CLAIM")
+                        .unwrap_or("azp")
+                        .to_owned(),
+                })
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "MAILBOX_GATEWAY_AUTH",
+                    format!("`{other}` is not api-key, jwt or none"),
+                ))
+            }
+        };
+        let rules = match sources.get("MAILBOX_GATEWAY_ACCESS_RULES") {
+            None => Vec::new(),
+            Some(json) => crate::access::parse_rules(json)
+                .map_err(|problem| invalid("MAILBOX_GATEWAY_ACCESS_RULES", problem))?,
+        };
+        if !matches!(auth, AuthConfig::None) && rules.is_empty() {
+            tracing::warn!("client authentication is on but MAILBOX_GATEWAY_ACCESS_RULES is empty: every request will be denied");
+        }
+        Ok(AccessConfig { auth, rules })
+    }
+}
+
+/// `name:sha256hex`.
+fn parse_api_key(entry: &str) -> Result<(String, [u8; 32]), String> {
+    let (name, hex) = entry
+        .split_once(':')
+        .ok_or_else(|| format!("`{entry}` is not name:sha256hex"))?;
+    let digest = (0..32)
+        .map(|i| {
+            hex.get(i * 2..i * 2 + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .filter(|_| hex.len() == 64)
+        .ok_or_else(|| format!("the digest of `{name}` is not 64 hex digits (a SHA-256)"))?;
+    Ok((name.trim().to_owned(), digest.try_into().expect("32 bytes")))
 }
 
 impl TenantConfig {

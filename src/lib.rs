@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is thin; everything it runs lives here so that tests start the very same
 //! servers on `127.0.0.1:0`. See `ARCHITECTURE.md` for the map.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -12,4 +13,6 @@ pub mod graph;
 pub mod idempotency;
 pub mod ids;
 pub mod refresh;
+pub mod server;
 pub mod simulator;
+pub mod tls;

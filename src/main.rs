@@ -151,16 +151,48 @@ fn sample_path() -> String {
 }
 
 /// Logs to stderr, human-readable, or JSON with MAILBOX_GATEWAY_LOG_FORMAT=json; level from RUST_LOG.
+/// Audit events (target `audit`) go apart, one JSON object per line, to MAILBOX_GATEWAY_AUDIT_LOG:
+/// `stdout` (the default), `stderr`, `off`, or a file to append to.
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("MAILBOX_GATEWAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, Layer};
+
+    let is_audit = |meta: &tracing::Metadata<'_>| meta.target() == "audit";
+    let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let debug_log = if std::env::var("MAILBOX_GATEWAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
-        builder.init();
+        fmt::layer().with_writer(std::io::stderr).boxed()
     }
+    .with_filter(level.and(filter_fn(move |meta| !is_audit(meta))));
+    let audit_writer: Option<fmt::writer::BoxMakeWriter> =
+        match std::env::var("MAILBOX_GATEWAY_AUDIT_LOG").as_deref() {
+            Err(_) | Ok("stdout") => Some(fmt::writer::BoxMakeWriter::new(std::io::stdout)),
+            Ok("stderr") => Some(fmt::writer::BoxMakeWriter::new(std::io::stderr)),
+            Ok("off") => None,
+            Ok(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                Ok(file) => Some(fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file))),
+                Err(error) => {
+                    eprintln!("error: cannot open MAILBOX_GATEWAY_AUDIT_LOG {path}: {error}");
+                    std::process::exit(1);
+                }
+            },
+        };
+    let audit_log = audit_writer.map(|writer| {
+        fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_filter(filter_fn(is_audit))
+    });
+    tracing_subscriber::registry()
+        .with(debug_log)
+        .with(audit_log)
+        .init();
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

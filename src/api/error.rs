@@ -65,6 +65,14 @@ pub enum ApiError {
     MethodNotAllowed { method: String },
     #[error("not ready: {0}")]
     NotReady(String),
+    #[error("a valid credential is required (Authorization: Bearer ...)")]
+    Unauthenticated,
+    #[error("client {client} may not {operation} mailbox {mailbox}")]
+    Forbidden {
+        client: String,
+        operation: crate::access::Operation,
+        mailbox: String,
+    },
     /// Our own bug (a handler panicked). The cause is logged, never sent.
     #[error("the gateway failed unexpectedly; the request id identifies the failure in its logs")]
     Internal,
@@ -122,6 +130,19 @@ impl ApiError {
         }
     }
 
+    /// The stable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        self.classify().1
+    }
+
+    /// Graph's `request-id`, when Graph answered.
+    pub fn graph_request_id(&self) -> Option<String> {
+        match self {
+            ApiError::Upstream(error) => error.upstream.as_ref()?.request_id.clone(),
+            _ => None,
+        }
+    }
+
     /// Status, stable code and title.
     fn classify(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;
@@ -174,6 +195,8 @@ impl ApiError {
                 "Method not allowed",
             ),
             ApiError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready", "Not ready"),
+            ApiError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Not authenticated"),
+            ApiError::Forbidden { .. } => (S::FORBIDDEN, "forbidden", "Not allowed"),
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
             ApiError::Upstream(error) => classify_upstream(error),
         }
@@ -311,6 +334,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, ApiError::Unauthenticated) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mailbox-gateway\""),
+            );
+        }
         if let Some(wait) = retry_after {
             // Round up: waiting a little longer is harmless, retrying early is not.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -12,7 +12,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -23,7 +23,8 @@ use tracing::Instrument;
 
 use super::input::{idempotency_key, if_match_change_key, read_body, require_content_type};
 use super::request_id::carry_request_id;
-use super::ApiError;
+use super::{authorize, ApiError};
+use crate::access::{Client, Operation};
 use crate::app::AppState;
 use crate::graph::{CallContext, ImportMode, ImportRequest, ImportedItem};
 use crate::idempotency::{Claim, Claimed, Fingerprint, StoredResponse};
@@ -55,6 +56,7 @@ enum Route {
 /// One import, checked and ready to run.
 #[derive(Debug)]
 struct ImportCommand {
+    client: Client,
     route: Route,
     mailbox: MailboxRef,
     folder: FolderRef,
@@ -65,6 +67,7 @@ struct ImportCommand {
 /// `POST /v1/mailboxes/{mailbox}/folders/{folder}/items`: creates an item from its raw stream.
 pub async fn create_item(
     State(state): State<AppState>,
+    Extension(client): Extension<Client>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -72,9 +75,11 @@ pub async fn create_item(
     let Path((mailbox, folder)) = path?;
     let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
     let folder = FolderRef::parse(&folder).map_err(ApiError::InvalidFolder)?;
+    authorize(&state, &client, &mailbox, Operation::Create)?;
     let key = idempotency_key(&headers)?;
     let data = read_item_stream(&state, &headers, body).await?;
     let command = ImportCommand {
+        client,
         route: Route::Create,
         mailbox,
         folder,
@@ -88,6 +93,7 @@ pub async fn create_item(
 /// change key the client last saw.
 pub async fn update_item(
     State(state): State<AppState>,
+    Extension(client): Extension<Client>,
     path: Result<Path<(String, String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -96,10 +102,12 @@ pub async fn update_item(
     let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
     let folder = FolderRef::parse(&folder).map_err(ApiError::InvalidFolder)?;
     check_exchange_id(&item_id, "item").map_err(ApiError::InvalidItemId)?;
+    authorize(&state, &client, &mailbox, Operation::Update)?;
     let change_key = if_match_change_key(&headers)?;
     let key = idempotency_key(&headers)?;
     let data = read_item_stream(&state, &headers, body).await?;
     let command = ImportCommand {
+        client,
         route: Route::Update,
         mailbox,
         folder,
@@ -132,12 +140,17 @@ struct GraphImportBody<'a> {
 /// `POST /v1/mailboxes/{mailbox}/importItem`: Graph's JSON shape with base64 `Data`.
 pub async fn import_item_json(
     State(state): State<AppState>,
+    Extension(client): Extension<Client>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Path(mailbox) = path?;
     let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
+    // The mode is in the body; a client allowed neither mode is refused before its body is read.
+    if !state.access.allows(&client, &mailbox, Operation::Create) {
+        authorize(&state, &client, &mailbox, Operation::Update)?;
+    }
     require_content_type(&headers, "application/json")?;
     let key = idempotency_key(&headers)?;
     let json_limit = state.max_item_bytes.div_ceil(3) * 4 + JSON_ENVELOPE_BYTES;
@@ -188,7 +201,13 @@ pub async fn import_item_json(
         });
     }
     crate::fts::check(&data).map_err(ApiError::InvalidItemStream)?;
+    let operation = match mode {
+        ImportMode::Create => Operation::Create,
+        ImportMode::Update { .. } => Operation::Update,
+    };
+    authorize(&state, &client, &mailbox, operation)?;
     let command = ImportCommand {
+        client,
         route: Route::GraphJson,
         mailbox,
         folder,
@@ -205,9 +224,10 @@ async fn run(
     key: Option<String>,
     command: ImportCommand,
 ) -> Result<Response, ApiError> {
+    let digest: [u8; 32] = Sha256::digest(&command.data).into();
     let claimed = match key {
         None => None,
-        Some(key) => match state.idempotency.claim(&key, command.fingerprint()).await {
+        Some(key) => match state.idempotency.claim(&key, command.fingerprint(&digest)).await {
             Claim::Run(claimed) => Some(claimed),
             Claim::Replay(stored) => {
                 tracing::info!(idempotency_key = %key, "replaying the stored response");
@@ -223,7 +243,7 @@ async fn run(
     // Detached from this handler: if the client hangs up, this future is dropped but the task runs on,
     // and the shutdown sequence waits for it (`AppState::tasks`).
     let task = state.tasks.spawn(
-        carry_request_id(import_and_answer(state.clone(), command, claimed))
+        carry_request_id(import_and_answer(state.clone(), command, digest, claimed))
             .instrument(tracing::Span::current()),
     );
     match task.await {
@@ -236,6 +256,7 @@ async fn run(
 async fn import_and_answer(
     state: AppState,
     command: ImportCommand,
+    digest: [u8; 32],
     claimed: Option<Claimed>,
 ) -> StoredResponse {
     let outcome = import(&state, &command).await;
@@ -244,10 +265,12 @@ async fn import_and_answer(
         Ok(_) => true,
         Err(error) => error.is_settled(),
     };
+    let audit = Audit::of(&command, &digest, &outcome);
     let response = match outcome {
-        Ok(item) => command.success(item),
+        Ok((_, item)) => command.success(item),
         Err(error) => error.into_response(),
     };
+    audit.emit(response.status());
     let stored = stored_response(response).await;
     match claimed {
         Some(claimed) if settles => claimed.complete(stored.clone()),
@@ -257,8 +280,12 @@ async fn import_and_answer(
     stored
 }
 
-/// Resolves the mailbox and folder (cached after the first time) and imports the item.
-async fn import(state: &AppState, command: &ImportCommand) -> Result<ImportedItem, ApiError> {
+/// Resolves the mailbox and folder (cached after the first time) and imports the item; returns the
+/// mailbox id it went to and Exchange's answer.
+async fn import(
+    state: &AppState,
+    command: &ImportCommand,
+) -> Result<(String, ImportedItem), ApiError> {
     let context = CallContext::new(super::request_id::graph_client_request_id(), state.retry);
     let mailbox_id = state
         .graph
@@ -278,7 +305,67 @@ async fn import(state: &AppState, command: &ImportCommand) -> Result<ImportedIte
         .import_item(&mailbox_id, &request, &context)
         .await?;
     tracing::info!(mailbox = %mailbox_id, folder = %request.folder_id, size = request.data.len(), item_id = %item.item_id, "imported an item");
-    Ok(item)
+    Ok((mailbox_id, item))
+}
+
+/// One audit event per import, on the `audit` target, which the binary writes apart from the debug log
+/// (one JSON object per line). It names the client, the mailbox and folder, the mode, the item's size
+/// and SHA-256, the outcome, and the ids to find the request again here and at Microsoft.
+struct Audit {
+    client: String,
+    mailbox: String,
+    mailbox_id: Option<String>,
+    folder: String,
+    mode: &'static str,
+    size: usize,
+    sha256: String,
+    code: Option<&'static str>,
+    item_id: Option<String>,
+    graph_request_id: Option<String>,
+}
+
+impl Audit {
+    fn of(command: &ImportCommand, digest: &[u8; 32], outcome: &Result<(String, ImportedItem), ApiError>) -> Audit {
+        let (mailbox_id, item_id, code, graph_request_id) = match outcome {
+            Ok((mailbox_id, item)) => (Some(mailbox_id.clone()), Some(item.item_id.clone()), None, None),
+            Err(error) => (None, None, Some(error.code()), error.graph_request_id()),
+        };
+        Audit {
+            client: command.client.name.clone(),
+            mailbox: command.mailbox.to_string(),
+            mailbox_id,
+            folder: command.folder.to_string(),
+            mode: match command.mode {
+                ImportMode::Create => "create",
+                ImportMode::Update { .. } => "update",
+            },
+            size: command.data.len(),
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            code,
+            item_id,
+            graph_request_id,
+        }
+    }
+
+    fn emit(self, status: StatusCode) {
+        tracing::info!(
+            target: "audit",
+            client = %self.client,
+            mailbox = %self.mailbox,
+            mailbox_id = self.mailbox_id.as_deref(),
+            folder = %self.folder,
+            mode = self.mode,
+            size = self.size,
+            sha256 = %self.sha256,
+            status = status.as_u16(),
+            code = self.code,
+            item_id = self.item_id.as_deref(),
+            request_id = %super::request_id::current_request_id(),
+            client_request_id = %super::request_id::graph_client_request_id(),
+            graph_request_id = self.graph_request_id.as_deref(),
+            "import"
+        );
+    }
 }
 
 impl ImportCommand {
@@ -318,7 +405,7 @@ impl ImportCommand {
 
     /// What makes two requests the same for an idempotency key: route, mailbox, folder, mode and the
     /// item's SHA-256.
-    fn fingerprint(&self) -> Fingerprint {
+    fn fingerprint(&self, digest: &[u8; 32]) -> Fingerprint {
         let mut hash = Sha256::new();
         let (mode, item_id, change_key) = match &self.mode {
             ImportMode::Create => ("create", "", ""),
@@ -340,7 +427,7 @@ impl ImportCommand {
             hash.update((part.len() as u64).to_le_bytes());
             hash.update(part.as_bytes());
         }
-        hash.update(Sha256::digest(&self.data));
+        hash.update(digest);
         hash.finalize().into()
     }
 }

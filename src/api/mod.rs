@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put, MethodRouter};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -24,6 +24,7 @@ pub use input::IDEMPOTENCY_KEY;
 pub use items::IDEMPOTENT_REPLAYED;
 pub use request_id::X_REQUEST_ID;
 
+use crate::access::{Client, Operation};
 use crate::app::AppState;
 use crate::graph::CallContext;
 use crate::ids::MailboxRef;
@@ -38,17 +39,29 @@ const ITEM: &str = "/v1/mailboxes/{mailbox}/folders/{folder}/items/{itemId}";
 const IMPORT_ITEM: &str = "/v1/mailboxes/{mailbox}/importItem";
 const FOLDERS: &str = "/v1/mailboxes/{mailbox}/folders";
 
-/// Every route: method, path and handler. The router is built from this table, and a test checks it
-/// against `openapi.yaml` in both directions.
-fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+/// Whether a route needs an authenticated client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guard {
+    Open,
+    Client,
+}
+
+/// Every route: method, path, handler and guard. The router is built from this table, and a test checks
+/// it against `openapi.yaml` in both directions.
+fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>, Guard)> {
     vec![
-        (Method::POST, ITEMS, post(create_item)),
-        (Method::PUT, ITEM, put(update_item)),
-        (Method::POST, IMPORT_ITEM, post(import_item_json)),
-        (Method::GET, FOLDERS, get(list_folders)),
-        (Method::GET, "/healthz", get(healthz)),
-        (Method::GET, "/readyz", get(readyz)),
-        (Method::GET, "/openapi.yaml", get(openapi)),
+        (Method::POST, ITEMS, post(create_item), Guard::Client),
+        (Method::PUT, ITEM, put(update_item), Guard::Client),
+        (
+            Method::POST,
+            IMPORT_ITEM,
+            post(import_item_json),
+            Guard::Client,
+        ),
+        (Method::GET, FOLDERS, get(list_folders), Guard::Client),
+        (Method::GET, "/healthz", get(healthz), Guard::Open),
+        (Method::GET, "/readyz", get(readyz), Guard::Open),
+        (Method::GET, "/openapi.yaml", get(openapi), Guard::Open),
     ]
 }
 
@@ -56,18 +69,25 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
 pub fn route_table() -> Vec<(Method, &'static str)> {
     routes()
         .into_iter()
-        .map(|(method, path, _)| (method, path))
+        .map(|(method, path, _, _)| (method, path))
         .collect()
 }
 
 /// Assembles every route and layer of the gateway.
 pub fn router(state: AppState) -> Router {
-    let router = routes()
-        .into_iter()
-        .fold(Router::new(), |router, (_, path, handler)| {
-            router.route(path, handler)
-        });
-    router
+    let (mut open, mut guarded) = (Router::new(), Router::new());
+    for (_, path, handler, guard) in routes() {
+        match guard {
+            Guard::Open => open = open.route(path, handler),
+            Guard::Client => guarded = guarded.route(path, handler),
+        }
+    }
+    // Only matched, guarded routes authenticate; health checks and the spec stay open.
+    let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        authenticate,
+    ));
+    open.merge(guarded)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -89,7 +109,7 @@ pub fn router(state: AppState) -> Router {
                 .get(X_REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path(), client = tracing::field::Empty)
         }))
         // Outermost, so every response, including the fallbacks' and panics', carries the request id.
         .layer(axum::middleware::from_fn(assign_request_id))
@@ -98,14 +118,64 @@ pub fn router(state: AppState) -> Router {
 /// `GET /v1/mailboxes/{mailbox}/folders`: every folder of the mailbox, all pages followed.
 async fn list_folders(
     State(state): State<AppState>,
+    Extension(client): Extension<Client>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(mailbox) = path?;
     let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
+    authorize(&state, &client, &mailbox, Operation::ListFolders)?;
     let context = CallContext::new(graph_client_request_id(), state.retry);
     let mailbox_id = state.graph.resolve_mailbox(&mailbox, &context).await?;
     let folders = state.graph.list_folders(&mailbox_id, &context).await?;
     Ok(Json(json!({ "mailboxId": mailbox_id, "value": folders })).into_response())
+}
+
+/// Middleware: lets in only authenticated clients, and hands the client to the handler.
+async fn authenticate(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.access.authenticate(request.headers()).await {
+        Ok(client) => {
+            tracing::Span::current().record("client", client.name.as_str());
+            request.extensions_mut().insert(client);
+            next.run(request).await
+        }
+        Err(reason) => {
+            // The reason is for the operator's log; the client only learns that it is not let in.
+            tracing::info!(%reason, "client not authenticated");
+            ApiError::Unauthenticated.into_response()
+        }
+    }
+}
+
+/// Refuses, before any Graph call, what the client's rules do not allow.
+fn authorize(
+    state: &AppState,
+    client: &Client,
+    mailbox: &MailboxRef,
+    operation: Operation,
+) -> Result<(), ApiError> {
+    if state.access.allows(client, mailbox, operation) {
+        Ok(())
+    } else {
+        tracing::warn!(
+            target: "audit",
+            client = %client.name,
+            mailbox = %mailbox,
+            operation = %operation,
+            status = 403,
+            code = "forbidden",
+            request_id = %request_id::current_request_id(),
+            "denied"
+        );
+        Err(ApiError::Forbidden {
+            client: client.name.clone(),
+            operation,
+            mailbox: mailbox.to_string(),
+        })
+    }
 }
 
 /// `GET /healthz`: the process is up. Cheap by design.

@@ -1,0 +1,233 @@
+//! Verifies clients' bearer JWTs: signature (RS256, PS256, ES256 from a JWKS; or HS256 from a shared
+//! secret), issuer, audience, expiry and not-before, and reads the client's name from a claim.
+//!
+//! JWKS keys are cached by `kid`. A token with an unknown `kid` re-reads the JWKS (file or URL), at most
+//! once per [`MIN_REFRESH`], so an identity provider's key rotation is picked up without a restart and a
+//! flood of made-up `kid`s cannot turn into a flood of fetches.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::{JwtConfig, JwtKeySource};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 60;
+/// Least time between two re-reads of the JWKS.
+pub const MIN_REFRESH: Duration = Duration::from_secs(10);
+
+/// Why a JWT was not accepted. Logged, never sent to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("algorithm {0:?} is not accepted")]
+    Algorithm(Algorithm),
+    #[error("no key with kid {0:?}")]
+    UnknownKey(String),
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("the {0} claim is missing or not a string")]
+    NoClientClaim(String),
+    #[error("the JWKS could not be read: {0}")]
+    Jwks(String),
+}
+
+/// Verifies bearer JWTs against one issuer and audience.
+pub struct JwtVerifier {
+    issuer: String,
+    audience: String,
+    client_claim: String,
+    keys: Keys,
+}
+
+enum Keys {
+    Shared(DecodingKey),
+    Jwks {
+        source: JwksSource,
+        /// kid → key and the algorithms it may verify. std lock: held for a lookup or a swap only.
+        cache: RwLock<HashMap<String, (DecodingKey, Vec<Algorithm>)>>,
+        /// When the JWKS was last read; also serialises re-reads.
+        last_read: tokio::sync::Mutex<Option<Instant>>,
+    },
+}
+
+#[derive(Debug)]
+enum JwksSource {
+    File(PathBuf),
+    Url(Url, reqwest::Client),
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    /// Names the issuer and audience; keys (an HS256 secret among them) are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("client_claim", &self.client_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier for `config`; a JWKS file is read now, a JWKS URL on first use.
+    pub fn new(config: &JwtConfig) -> Result<JwtVerifier, JwtError> {
+        let keys = match &config.keys {
+            JwtKeySource::Hs256(secret) => {
+                Keys::Shared(DecodingKey::from_secret(secret.expose_secret().as_bytes()))
+            }
+            JwtKeySource::JwksFile(path) => Keys::Jwks {
+                source: JwksSource::File(path.clone()),
+                cache: RwLock::new(HashMap::new()),
+                last_read: tokio::sync::Mutex::new(None),
+            },
+            JwtKeySource::JwksUrl(url) => Keys::Jwks {
+                source: JwksSource::Url(
+                    url.clone(),
+                    reqwest::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .redirect(reqwest::redirect::Policy::none())
+                        .build()
+                        .map_err(|e| JwtError::Jwks(e.to_string()))?,
+                ),
+                cache: RwLock::new(HashMap::new()),
+                last_read: tokio::sync::Mutex::new(None),
+            },
+        };
+        if let Keys::Jwks {
+            source: JwksSource::File(path),
+            cache,
+            ..
+        } = &keys
+        {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| JwtError::Jwks(format!("{}: {e}", path.display())))?;
+            *cache.write().expect("jwks cache poisoned") = parse_jwks(&text)?;
+        }
+        Ok(JwtVerifier {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            client_claim: config.client_claim.clone(),
+            keys,
+        })
+    }
+
+    /// The client name carried by a valid `token`.
+    pub async fn verify(&self, token: &str) -> Result<String, JwtError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+        let key = match &self.keys {
+            Keys::Shared(key) if header.alg == Algorithm::HS256 => key.clone(),
+            Keys::Shared(_) => return Err(JwtError::Algorithm(header.alg)),
+            Keys::Jwks { .. }
+                if !matches!(
+                    header.alg,
+                    Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256
+                ) =>
+            {
+                return Err(JwtError::Algorithm(header.alg))
+            }
+            Keys::Jwks { .. } => {
+                let kid = header
+                    .kid
+                    .clone()
+                    .ok_or_else(|| JwtError::Malformed("no kid".into()))?;
+                let (key, algorithms) = self.jwks_key(&kid).await?;
+                if !algorithms.contains(&header.alg) {
+                    return Err(JwtError::Algorithm(header.alg));
+                }
+                key
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key,
+            &validation,
+        )
+        .map_err(|e| JwtError::Invalid(e.to_string()))?
+        .claims;
+        claims
+            .get(&self.client_claim)
+            .and_then(|v| v.as_str())
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| JwtError::NoClientClaim(self.client_claim.clone()))
+    }
+
+    /// The key for `kid`, re-reading the JWKS once if it is unknown (rate-limited).
+    async fn jwks_key(&self, kid: &str) -> Result<(DecodingKey, Vec<Algorithm>), JwtError> {
+        let Keys::Jwks {
+            source,
+            cache,
+            last_read,
+        } = &self.keys
+        else {
+            unreachable!("only called for JWKS keys")
+        };
+        if let Some(found) = cache.read().expect("jwks cache poisoned").get(kid) {
+            return Ok(found.clone());
+        }
+        let mut last = last_read.lock().await;
+        // Another request may have re-read it while this one waited.
+        if let Some(found) = cache.read().expect("jwks cache poisoned").get(kid) {
+            return Ok(found.clone());
+        }
+        if last.is_some_and(|at| at.elapsed() < MIN_REFRESH) {
+            return Err(JwtError::UnknownKey(kid.to_owned()));
+        }
+        *last = Some(Instant::now());
+        let text = match source {
+            JwksSource::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| JwtError::Jwks(format!("{}: {e}", path.display())))?,
+            JwksSource::Url(url, http) => http
+                .get(url.clone())
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| JwtError::Jwks(e.without_url().to_string()))?
+                .text()
+                .await
+                .map_err(|e| JwtError::Jwks(e.without_url().to_string()))?,
+        };
+        let keys = parse_jwks(&text)?;
+        tracing::info!(keys = keys.len(), "read the JWKS");
+        let found = keys.get(kid).cloned();
+        *cache.write().expect("jwks cache poisoned") = keys;
+        found.ok_or_else(|| JwtError::UnknownKey(kid.to_owned()))
+    }
+}
+
+/// The signing keys of a JWKS, by kid, with the algorithms each may verify. Keys without a kid, or of a
+/// type other than RSA or P-256 EC, are skipped.
+fn parse_jwks(text: &str) -> Result<HashMap<String, (DecodingKey, Vec<Algorithm>)>, JwtError> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| JwtError::Jwks(e.to_string()))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let algorithms = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => vec![Algorithm::RS256, Algorithm::PS256],
+            AlgorithmParameters::EllipticCurve(_) => vec![Algorithm::ES256],
+            _ => continue,
+        };
+        let key =
+            DecodingKey::from_jwk(jwk).map_err(|e| JwtError::Jwks(format!("key {kid}: {e}")))?;
+        keys.insert(kid, (key, algorithms));
+    }
+    Ok(keys)
+}

@@ -1,0 +1,185 @@
+//! Decides who may call the gateway, and which mailboxes and operations each client may touch.
+//!
+//! The gateway holds an app credential that can write into every mailbox of the tenant, so it lets in
+//! only the clients it knows (API keys configured by their SHA-256 digest, or JWTs from the
+//! organisation's identity provider), and only for the mailboxes and operations their rules allow.
+//! Everything is denied unless a rule allows it. With authentication off (`none`, loopback or an explicit
+//! override only) every caller is the anonymous client and may do everything.
+
+mod jwt;
+mod rules;
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub use jwt::{JwtError, JwtVerifier, MIN_REFRESH};
+pub use rules::{parse_rules, MailboxPattern, Operation, Rule};
+
+use crate::config::{AccessConfig, AuthConfig};
+use crate::ids::MailboxRef;
+
+/// The `X-Api-Key` header, accepted as an alternative to `Authorization: Bearer` in api-key mode.
+pub const X_API_KEY: &str = "x-api-key";
+/// The client name used when authentication is off.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    /// The configured name (api-key mode) or the configured claim's value (jwt mode).
+    pub name: String,
+}
+
+/// Why a caller was not let in. The reason is logged, never told to the caller beyond "not
+/// authenticated".
+#[derive(Debug, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("no credential was sent")]
+    Missing,
+    #[error("the API key matches no configured client")]
+    UnknownKey,
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+}
+
+/// Authentication and authorisation, built once from the configuration.
+#[derive(Debug)]
+pub struct Access {
+    mode: Mode,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Open,
+    ApiKeys(Vec<(String, [u8; 32])>),
+    Jwt(Box<JwtVerifier>),
+}
+
+impl Access {
+    /// Builds the checks; a JWKS file is read now.
+    pub fn new(config: &AccessConfig) -> Result<Access, JwtError> {
+        let mode = match &config.auth {
+            AuthConfig::None => Mode::Open,
+            AuthConfig::ApiKeys(keys) => Mode::ApiKeys(keys.clone()),
+            AuthConfig::Jwt(jwt) => Mode::Jwt(Box::new(JwtVerifier::new(jwt)?)),
+        };
+        Ok(Access {
+            mode,
+            rules: config.rules.clone(),
+        })
+    }
+
+    /// Whether callers must authenticate.
+    pub fn is_open(&self) -> bool {
+        matches!(self.mode, Mode::Open)
+    }
+
+    /// Who is calling, from `Authorization: Bearer ...` (or `X-Api-Key` in api-key mode).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Client, Unauthenticated> {
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        match &self.mode {
+            Mode::Open => Ok(Client {
+                name: ANONYMOUS.to_owned(),
+            }),
+            Mode::ApiKeys(keys) => {
+                let presented = bearer
+                    .or_else(|| headers.get(X_API_KEY).and_then(|v| v.to_str().ok()))
+                    .ok_or(Unauthenticated::Missing)?;
+                let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+                // Every configured digest is compared, in constant time, whatever matches first.
+                let mut found: Option<&str> = None;
+                for (name, expected) in keys {
+                    if bool::from(digest.ct_eq(expected)) {
+                        found = Some(name);
+                    }
+                }
+                found
+                    .map(|name| Client {
+                        name: name.to_owned(),
+                    })
+                    .ok_or(Unauthenticated::UnknownKey)
+            }
+            Mode::Jwt(verifier) => {
+                let token = bearer.ok_or(Unauthenticated::Missing)?;
+                Ok(Client {
+                    name: verifier.verify(token).await?,
+                })
+            }
+        }
+    }
+
+    /// Whether `client` may do `operation` on `mailbox`.
+    pub fn allows(&self, client: &Client, mailbox: &MailboxRef, operation: Operation) -> bool {
+        self.is_open() || rules::allows(&self.rules, &client.name, mailbox, operation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn api_key_access() -> Access {
+        let digest = |key: &str| -> [u8; 32] { Sha256::digest(key.as_bytes()).into() };
+        Access::new(&AccessConfig {
+            auth: AuthConfig::ApiKeys(vec![
+                ("appliance".into(), digest("key-one")),
+                ("ops".into(), digest("key-two")),
+            ]),
+            rules: parse_rules(
+                r#"[{"client": "ops", "mailboxes": ["*"], "operations": ["list-folders"]}]"#,
+            )
+            .unwrap(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn api_keys_are_taken_from_bearer_or_x_api_key_and_matched_by_digest() {
+        let access = api_key_access();
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer key-two"));
+        assert_eq!(access.authenticate(&headers).await.unwrap().name, "ops");
+        let mut headers = HeaderMap::new();
+        headers.insert(X_API_KEY, HeaderValue::from_static("key-one"));
+        assert_eq!(
+            access.authenticate(&headers).await.unwrap().name,
+            "appliance"
+        );
+        headers.insert(X_API_KEY, HeaderValue::from_static("key-three"));
+        assert!(matches!(
+            access.authenticate(&headers).await,
+            Err(Unauthenticated::UnknownKey)
+        ));
+        assert!(matches!(
+            access.authenticate(&HeaderMap::new()).await,
+            Err(Unauthenticated::Missing)
+        ));
+    }
+
+    #[tokio::test]
+    async fn clients_get_only_what_their_rules_allow() {
+        let access = api_key_access();
+        let mailbox = MailboxRef::parse("adele@contoso.com").unwrap();
+        let ops = Client { name: "ops".into() };
+        let appliance = Client {
+            name: "appliance".into(),
+        };
+        assert!(access.allows(&ops, &mailbox, Operation::ListFolders));
+        assert!(!access.allows(&ops, &mailbox, Operation::Create));
+        assert!(
+            !access.allows(&appliance, &mailbox, Operation::Create),
+            "no rule, no access"
+        );
+    }
+}
