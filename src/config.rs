@@ -974,6 +974,95 @@ mod tests {
     }
 
     #[test]
+    fn without_authentication_only_loopback_or_an_explicit_override_may_listen() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = secret_sources();
+            pairs.extend_from_slice(extra);
+            Config::load(&Sources::from_pairs(pairs), None)
+        };
+        let err = with(&[("MAILBOX_GATEWAY_LISTEN", "0.0.0.0:8080")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refusing to listen on 0.0.0.0:8080")
+                && err.contains("MAILBOX_GATEWAY_AUTH"),
+            "{err}"
+        );
+        assert!(with(&[
+            ("MAILBOX_GATEWAY_LISTEN", "0.0.0.0:8080"),
+            ("MAILBOX_GATEWAY_AUTH", "none")
+        ])
+        .is_err());
+        assert!(with(&[
+            ("MAILBOX_GATEWAY_LISTEN", "0.0.0.0:8080"),
+            ("MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED", "true"),
+        ])
+        .is_ok());
+        assert!(with(&[("MAILBOX_GATEWAY_LISTEN", "[::1]:8080")]).is_ok());
+        let keyed = with(&[
+            ("MAILBOX_GATEWAY_LISTEN", "0.0.0.0:8080"),
+            ("MAILBOX_GATEWAY_AUTH", "api-key"),
+            (
+                "MAILBOX_GATEWAY_API_KEYS",
+                "appliance:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            ),
+            (
+                "MAILBOX_GATEWAY_ACCESS_RULES",
+                r#"[{"client":"appliance","mailboxes":["*"],"operations":["create"]}]"#,
+            ),
+        ])
+        .unwrap();
+        assert!(matches!(keyed.access.auth, AuthConfig::ApiKeys(ref keys) if keys.len() == 1));
+        assert_eq!(keyed.access.rules.len(), 1);
+    }
+
+    #[test]
+    fn bad_access_settings_are_named() {
+        for (extra, key) in [
+            (
+                vec![("MAILBOX_GATEWAY_AUTH", "magic")],
+                "MAILBOX_GATEWAY_AUTH",
+            ),
+            (
+                vec![("MAILBOX_GATEWAY_AUTH", "api-key")],
+                "MAILBOX_GATEWAY_API_KEYS",
+            ),
+            (
+                vec![
+                    ("MAILBOX_GATEWAY_AUTH", "api-key"),
+                    ("MAILBOX_GATEWAY_API_KEYS", "a:1234"),
+                ],
+                "MAILBOX_GATEWAY_API_KEYS",
+            ),
+            (
+                vec![
+                    ("MAILBOX_GATEWAY_AUTH", "jwt"),
+                    ("MAILBOX_GATEWAY_JWT_ISSUER", "i"),
+                ],
+                "MAILBOX_GATEWAY_JWT_JWKS_URL",
+            ),
+            (
+                vec![
+                    ("MAILBOX_GATEWAY_AUTH", "jwt"),
+                    ("MAILBOX_GATEWAY_JWT_HS256_SECRET", "short"),
+                ],
+                "MAILBOX_GATEWAY_JWT_HS256_SECRET",
+            ),
+            (
+                vec![("MAILBOX_GATEWAY_ACCESS_RULES", "[{}]")],
+                "MAILBOX_GATEWAY_ACCESS_RULES",
+            ),
+        ] {
+            let mut pairs = secret_sources();
+            pairs.extend(extra);
+            let err = Config::load(&Sources::from_pairs(pairs), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn an_import_host_with_a_scheme_allows_exactly_that_origin() {
         let hosts = ImportHosts::parse("http://127.0.0.1:9000, outlook.office365.com").unwrap();
         assert!(hosts.allows(&Url::parse("http://127.0.0.1:9000/api?authtoken=x").unwrap()));

@@ -303,7 +303,52 @@ fn put_frame(out: &mut Vec<u8>, opcode: u32, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_judged_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            match check(&bytes) {
+                Ok(summary) => {
+                    prop_assert!(summary.transfer_bytes > 0 && summary.transfer_bytes <= bytes.len());
+                    prop_assert!(summary.frames >= 1);
+                }
+                Err(error) => prop_assert!(error.offset <= bytes.len()),
+            }
+        }
+
+        #[test]
+        fn built_items_pass_and_cuts_of_them_are_judged_by_their_frames(
+            subject in "\\PC{0,40}",
+            padding in 0usize..2000,
+            chunk in 1usize..300,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let item = ItemBuilder::new(&subject).padding(padding).max_transfer_buffer(chunk).build();
+            let whole = check(&item).unwrap();
+            prop_assert!(check(&item[..item.len() - 1]).is_err(), "a frame cut short is refused");
+            // A cut at a frame boundary is a shorter, well-formed stream; anywhere else it is refused.
+            let cut = cut.index(item.len());
+            match check(&item[..cut]) {
+                Ok(prefix) => prop_assert!(prefix.transfer_bytes < whole.transfer_bytes),
+                Err(error) => prop_assert!(error.offset <= cut),
+            }
+        }
+
+        #[test]
+        fn a_corrupted_frame_header_never_panics(
+            padding in 0usize..500,
+            position in any::<prop::sample::Index>(),
+            value in any::<u8>(),
+        ) {
+            let mut item = ItemBuilder::new("x").padding(padding).build();
+            let position = position.index(item.len());
+            item[position] = value;
+            let _ = check(&item);
+        }
+    }
 
     fn frame(opcode: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -172,7 +172,11 @@ fn init_logging() {
             Err(_) | Ok("stdout") => Some(fmt::writer::BoxMakeWriter::new(std::io::stdout)),
             Ok("stderr") => Some(fmt::writer::BoxMakeWriter::new(std::io::stderr)),
             Ok("off") => None,
-            Ok(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(path) => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 Ok(file) => Some(fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file))),
                 Err(error) => {
                     eprintln!("error: cannot open MAILBOX_GATEWAY_AUDIT_LOG {path}: {error}");

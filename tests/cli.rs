@@ -63,6 +63,24 @@ async fn serve_without_a_credential_exits_non_zero_naming_the_variables_and_simu
 }
 
 #[tokio::test]
+async fn serve_refuses_to_listen_beyond_loopback_without_client_authentication() {
+    let output = gateway(&["serve", "--listen", "0.0.0.0:0"])
+        .env("AZURE_TENANT_ID", DEMO.tenant_id)
+        .env("AZURE_CLIENT_ID", DEMO.client_id)
+        .env("AZURE_CLIENT_SECRET", "not-used")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("without client authentication")
+            && stderr.contains("MAILBOX_GATEWAY_AUTH=api-key"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_setting_stops_start_up_with_its_name() {
     let output = gateway(&["serve", "--simulate", "--listen", "127.0.0.1:0"])
         .env("MAILBOX_GATEWAY_MAX_ITEM_BYTES", "lots")

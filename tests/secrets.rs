@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use helpers::{fixture, item, spawn_app_with, AppOptions};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mailbox_gateway::config::{CertificateAlgorithm, CredentialConfig};
+use mailbox_gateway::access::parse_rules;
+use mailbox_gateway::config::{AccessConfig, AuthConfig, CertificateAlgorithm, CredentialConfig};
 use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
+use sha2::{Digest, Sha256};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -104,17 +106,42 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
 
     let mut seen = String::new();
     let mut credentials = vec![DEMO.client_secret.to_owned(), federated.clone()];
-    for credential in [
-        None,
-        Some(CredentialConfig::Certificate {
-            path: fixture("app-cert-and-key.pem"),
-            algorithm: CertificateAlgorithm::Ps256,
-        }),
-        Some(CredentialConfig::FederatedTokenFile(token_file.clone())),
-    ] {
-        seen.push_str(&format!("{credential:?}\n"));
+    // The client's API key is a secret too: the last run has clients authenticate with it.
+    let client_key = "client-api-key-that-must-never-be-logged";
+    credentials.push(client_key.to_owned());
+    let keyed = AccessConfig {
+        auth: AuthConfig::ApiKeys(vec![(
+            "appliance".into(),
+            Sha256::digest(client_key.as_bytes()).into(),
+        )]),
+        rules: parse_rules(
+            r#"[{"client":"appliance","mailboxes":["*"],"operations":["create","update","list-folders"]}]"#,
+        )
+        .unwrap(),
+    };
+    let runs = [
+        (None, AccessConfig::default(), None),
+        (
+            Some(CredentialConfig::Certificate {
+                path: fixture("app-cert-and-key.pem"),
+                algorithm: CertificateAlgorithm::Ps256,
+            }),
+            AccessConfig::default(),
+            None,
+        ),
+        (
+            Some(CredentialConfig::FederatedTokenFile(token_file.clone())),
+            AccessConfig::default(),
+            None,
+        ),
+        (None, keyed, Some(client_key.to_owned())),
+    ];
+    for (credential, access, bearer) in runs {
+        seen.push_str(&format!("{credential:?} {access:?}\n"));
         let app = spawn_app_with(AppOptions {
             credential,
+            access,
+            bearer,
             ..AppOptions::default()
         })
         .await;
@@ -134,6 +161,22 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
         logs.contains("imported an item"),
         "trace logging was captured"
     );
+    let audit = logs
+        .lines()
+        .find(|l| l.contains("audit") && l.contains("client=appliance"))
+        .expect("an audit event for the authenticated client");
+    for field in [
+        "mailbox=",
+        "folder=",
+        "mode=",
+        "size=",
+        "sha256=",
+        "status=",
+        "item_id=",
+        "request_id=",
+    ] {
+        assert!(audit.contains(field), "{field} missing from {audit}");
+    }
     let everything = format!("{logs}\n{seen}");
     assert!(
         credentials.len() >= 8,

@@ -54,8 +54,9 @@ enum Keys {
         source: JwksSource,
         /// kid → key and the algorithms it may verify. std lock: held for a lookup or a swap only.
         cache: RwLock<HashMap<String, (DecodingKey, Vec<Algorithm>)>>,
-        /// When the JWKS was last read; also serialises re-reads.
-        last_read: tokio::sync::Mutex<Option<Instant>>,
+        /// When the JWKS was last re-read for an unknown kid (`None` until it was first read at all);
+        /// the lock also serialises reads.
+        last_read: tokio::sync::Mutex<ReadState>,
     },
 }
 
@@ -63,6 +64,13 @@ enum Keys {
 enum JwksSource {
     File(PathBuf),
     Url(Url, reqwest::Client),
+}
+
+/// Whether the JWKS was read yet, and when it was last re-read for an unknown kid.
+#[derive(Debug, Default)]
+struct ReadState {
+    loaded: bool,
+    last_refresh: Option<Instant>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -79,14 +87,14 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// A verifier for `config`; a JWKS file is read now, a JWKS URL on first use.
     pub fn new(config: &JwtConfig) -> Result<JwtVerifier, JwtError> {
-        let keys = match &config.keys {
+        let mut keys = match &config.keys {
             JwtKeySource::Hs256(secret) => {
                 Keys::Shared(DecodingKey::from_secret(secret.expose_secret().as_bytes()))
             }
             JwtKeySource::JwksFile(path) => Keys::Jwks {
                 source: JwksSource::File(path.clone()),
                 cache: RwLock::new(HashMap::new()),
-                last_read: tokio::sync::Mutex::new(None),
+                last_read: tokio::sync::Mutex::new(ReadState::default()),
             },
             JwtKeySource::JwksUrl(url) => Keys::Jwks {
                 source: JwksSource::Url(
@@ -98,18 +106,19 @@ impl JwtVerifier {
                         .map_err(|e| JwtError::Jwks(e.to_string()))?,
                 ),
                 cache: RwLock::new(HashMap::new()),
-                last_read: tokio::sync::Mutex::new(None),
+                last_read: tokio::sync::Mutex::new(ReadState::default()),
             },
         };
         if let Keys::Jwks {
             source: JwksSource::File(path),
             cache,
-            ..
-        } = &keys
+            last_read,
+        } = &mut keys
         {
-            let text = std::fs::read_to_string(path)
+            let text = std::fs::read_to_string(&*path)
                 .map_err(|e| JwtError::Jwks(format!("{}: {e}", path.display())))?;
-            *cache.write().expect("jwks cache poisoned") = parse_jwks(&text)?;
+            *cache.get_mut().expect("jwks cache poisoned") = parse_jwks(&text)?;
+            last_read.get_mut().loaded = true;
         }
         Ok(JwtVerifier {
             issuer: config.issuer.clone(),
@@ -185,10 +194,16 @@ impl JwtVerifier {
         if let Some(found) = cache.read().expect("jwks cache poisoned").get(kid) {
             return Ok(found.clone());
         }
-        if last.is_some_and(|at| at.elapsed() < MIN_REFRESH) {
-            return Err(JwtError::UnknownKey(kid.to_owned()));
+        // The first read is free; re-reads for unknown kids are rate-limited.
+        if last.loaded {
+            if last
+                .last_refresh
+                .is_some_and(|at| at.elapsed() < MIN_REFRESH)
+            {
+                return Err(JwtError::UnknownKey(kid.to_owned()));
+            }
+            last.last_refresh = Some(Instant::now());
         }
-        *last = Some(Instant::now());
         let text = match source {
             JwksSource::File(path) => tokio::fs::read_to_string(path)
                 .await
@@ -204,6 +219,7 @@ impl JwtVerifier {
                 .map_err(|e| JwtError::Jwks(e.without_url().to_string()))?,
         };
         let keys = parse_jwks(&text)?;
+        last.loaded = true;
         tracing::info!(keys = keys.len(), "read the JWKS");
         let found = keys.get(kid).cloned();
         *cache.write().expect("jwks cache poisoned") = keys;

@@ -227,7 +227,11 @@ async fn run(
     let digest: [u8; 32] = Sha256::digest(&command.data).into();
     let claimed = match key {
         None => None,
-        Some(key) => match state.idempotency.claim(&key, command.fingerprint(&digest)).await {
+        Some(key) => match state
+            .idempotency
+            .claim(&key, command.fingerprint(&digest))
+            .await
+        {
             Claim::Run(claimed) => Some(claimed),
             Claim::Replay(stored) => {
                 tracing::info!(idempotency_key = %key, "replaying the stored response");
@@ -325,9 +329,18 @@ struct Audit {
 }
 
 impl Audit {
-    fn of(command: &ImportCommand, digest: &[u8; 32], outcome: &Result<(String, ImportedItem), ApiError>) -> Audit {
+    fn of(
+        command: &ImportCommand,
+        digest: &[u8; 32],
+        outcome: &Result<(String, ImportedItem), ApiError>,
+    ) -> Audit {
         let (mailbox_id, item_id, code, graph_request_id) = match outcome {
-            Ok((mailbox_id, item)) => (Some(mailbox_id.clone()), Some(item.item_id.clone()), None, None),
+            Ok((mailbox_id, item)) => (
+                Some(mailbox_id.clone()),
+                Some(item.item_id.clone()),
+                None,
+                None,
+            ),
             Err(error) => (None, None, Some(error.code()), error.graph_request_id()),
         };
         Audit {

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use mailbox_gateway::config::{
-    Config, CredentialConfig, ImportHosts, Pacing, RetryPolicy, TenantConfig, Timeouts,
+    AccessConfig, Config, ConnectionLimits, CredentialConfig, ImportHosts, Pacing, RetryPolicy,
+    TenantConfig, Timeouts, TlsSettings,
 };
 use mailbox_gateway::fts::ItemBuilder;
 use mailbox_gateway::simulator::{Counters, Simulator, SimulatorConfig, DEMO};
@@ -29,6 +30,13 @@ pub struct AppOptions {
     pub retry: RetryPolicy,
     pub pacing: Pacing,
     pub shutdown_grace: std::time::Duration,
+    pub access: AccessConfig,
+    /// Sent as `Authorization: Bearer ...` by `TestApp::client`.
+    pub bearer: Option<String>,
+    pub connections: ConnectionLimits,
+    /// HTTPS; `TestApp::client` then trusts `root_certificate`.
+    pub tls: Option<TlsSettings>,
+    pub root_certificate: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -42,6 +50,11 @@ impl Default for AppOptions {
             retry: RetryPolicy::default(),
             pacing: Pacing::default(),
             shutdown_grace: std::time::Duration::from_secs(10),
+            access: AccessConfig::default(),
+            bearer: None,
+            connections: ConnectionLimits::default(),
+            tls: None,
+            root_certificate: None,
         }
     }
 }
@@ -87,21 +100,50 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         retry: options.retry,
         pacing: options.pacing,
         shutdown_grace: options.shutdown_grace,
+        access: options.access,
+        connections: options.connections,
+        tls: options.tls.clone(),
         ..Config::new(tenant)
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let address = format!("{scheme}://{}", listener.local_addr().unwrap());
     let (shutdown, signal) = oneshot::channel();
     let server = tokio::spawn(mailbox_gateway::app::run(listener, config, async {
         signal.await.ok();
     }));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: client(
+            options.bearer.as_deref(),
+            options.root_certificate.as_deref(),
+        ),
         simulator,
         shutdown: Some(shutdown),
         server: Some(server),
     }
+}
+
+/// A client that sends `bearer` and trusts `root` (and only the built-in roots besides).
+pub fn client(bearer: Option<&str>, root: Option<&std::path::Path>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder();
+    if let Some(bearer) = bearer {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {bearer}").parse().unwrap(),
+        );
+        builder = builder.default_headers(headers);
+    }
+    if let Some(root) = root {
+        let pem = std::fs::read(root).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
 }
 
 impl TestApp {

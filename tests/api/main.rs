@@ -8,6 +8,7 @@ mod helpers;
 mod idempotency;
 mod items;
 mod resilience;
+mod security;
 mod sessions;
 mod soak;
 mod upstream;

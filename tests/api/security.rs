@@ -1,0 +1,525 @@
+//! Only trusted clients, only their mailboxes: authentication, authorisation, slow clients and TLS.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mailbox_gateway::access::parse_rules;
+use mailbox_gateway::config::{
+    AccessConfig, AuthConfig, ConnectionLimits, JwtConfig, JwtKeySource, TlsSettings,
+};
+use mailbox_gateway::simulator::DEMO;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{client, fixture, item, problem, spawn_app_with, AppOptions, TestApp};
+
+const ISSUER: &str = "https://idp.test";
+const AUDIENCE: &str = "api://mailbox-gateway";
+
+fn rules() -> Vec<mailbox_gateway::access::Rule> {
+    parse_rules(&format!(
+        r#"[
+            {{"client": "appliance", "mailboxes": ["*@contoso.com"], "operations": ["create", "update"]}},
+            {{"client": "ops", "mailboxes": ["{}"], "operations": ["list-folders"]}}
+        ]"#,
+        DEMO.mailbox_id
+    ))
+    .unwrap()
+}
+
+fn api_keys() -> AccessConfig {
+    let digest = |key: &str| -> [u8; 32] { Sha256::digest(key.as_bytes()).into() };
+    AccessConfig {
+        auth: AuthConfig::ApiKeys(vec![
+            ("appliance".into(), digest("appliance-key-0123456789")),
+            ("ops".into(), digest("ops-key-0123456789")),
+        ]),
+        rules: rules(),
+    }
+}
+
+async fn api_key_app(key: Option<&str>) -> TestApp {
+    spawn_app_with(AppOptions {
+        access: api_keys(),
+        bearer: key.map(str::to_owned),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+fn jwt_access(keys: JwtKeySource) -> AccessConfig {
+    AccessConfig {
+        auth: AuthConfig::Jwt(JwtConfig {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            keys,
+            client_claim: "azp".into(),
+        }),
+        rules: rules(),
+    }
+}
+
+fn token(
+    algorithm: Algorithm,
+    kid: Option<&str>,
+    key: &EncodingKey,
+    change: impl FnOnce(&mut serde_json::Value),
+) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = serde_json::json!({
+        "iss": ISSUER, "aud": AUDIENCE, "azp": "appliance", "iat": now, "nbf": now, "exp": now + 600,
+    });
+    change(&mut claims);
+    let mut header = Header::new(algorithm);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+fn rsa_key(name: &str) -> EncodingKey {
+    EncodingKey::from_rsa_pem(&std::fs::read(fixture(name)).unwrap()).unwrap()
+}
+
+async fn create_as(app: &TestApp, bearer: &str, mailbox: &str) -> reqwest::Response {
+    client(Some(bearer), None)
+        .post(app.url(&format!("/v1/mailboxes/{mailbox}/folders/inbox/items")))
+        .header("content-type", "application/octet-stream")
+        .body(item("secure"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_request_without_a_credential_is_401_with_www_authenticate_and_costs_nothing() {
+    let app = api_key_app(None).await;
+    let response = app.create(DEMO.mailbox_address, "inbox", item("x")).await;
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"mailbox-gateway\""
+    );
+    let body = problem(response, 401, "unauthenticated").await;
+    assert!(
+        !body["detail"].as_str().unwrap().contains("key"),
+        "says no more than needed: {body}"
+    );
+    assert_eq!(app.counters().graph_requests, 0);
+    assert_eq!(app.counters().tokens_issued, 0);
+    // Health checks and the spec stay open.
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_api_key_is_401_and_a_right_one_works_as_bearer_or_x_api_key() {
+    let app = api_key_app(Some("not-a-configured-key")).await;
+    problem(
+        app.create(DEMO.mailbox_address, "inbox", item("x")).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_eq!(
+        create_as(&app, "appliance-key-0123456789", DEMO.mailbox_address)
+            .await
+            .status(),
+        201
+    );
+    let with_header = reqwest::Client::new()
+        .post(app.url(&format!(
+            "/v1/mailboxes/{}/folders/inbox/items",
+            DEMO.mailbox_address
+        )))
+        .header("content-type", "application/octet-stream")
+        .header("x-api-key", "appliance-key-0123456789")
+        .body(item("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_header.status(), 201);
+}
+
+#[tokio::test]
+async fn a_forbidden_mailbox_is_403_by_address_and_by_id_before_any_graph_call() {
+    let app = api_key_app(Some("appliance-key-0123456789")).await;
+    problem(
+        app.create("someone@fabrikam.com", "inbox", item("x")).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // The appliance may write to *@contoso.com, which includes adele, but not when she is named by id.
+    problem(
+        app.create(DEMO.mailbox_id, "inbox", item("x")).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(app.counters().graph_requests, 0);
+    assert_eq!(
+        app.create(DEMO.mailbox_address, "inbox", item("x"))
+            .await
+            .status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_forbidden_operation_is_403() {
+    let app = api_key_app(Some("ops-key-0123456789")).await;
+    let folders = app
+        .client
+        .get(app.url(&format!("/v1/mailboxes/{}/folders", DEMO.mailbox_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(folders.status(), 200);
+    problem(
+        app.create(DEMO.mailbox_id, "inbox", item("x")).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let appliance_lists = client(Some("appliance-key-0123456789"), None)
+        .get(app.url(&format!("/v1/mailboxes/{}/folders", DEMO.mailbox_address)))
+        .send()
+        .await
+        .unwrap();
+    problem(appliance_lists, 403, "forbidden").await;
+    assert_eq!(app.counters().import_requests, 0);
+}
+
+#[tokio::test]
+async fn jwts_signed_with_rs256_ps256_and_es256_from_a_jwks_file_are_accepted() {
+    let app = spawn_app_with(AppOptions {
+        access: jwt_access(JwtKeySource::JwksFile(fixture("client-jwks.json"))),
+        ..AppOptions::default()
+    })
+    .await;
+    let rsa = rsa_key("client-rsa-key-1.pem");
+    let ec =
+        EncodingKey::from_ec_pem(&std::fs::read(fixture("client-ec-key.pem")).unwrap()).unwrap();
+    for bearer in [
+        token(Algorithm::RS256, Some("rsa-1"), &rsa, |_| {}),
+        token(Algorithm::PS256, Some("rsa-1"), &rsa, |_| {}),
+        token(Algorithm::ES256, Some("ec-1"), &ec, |_| {}),
+    ] {
+        assert_eq!(
+            create_as(&app, &bearer, DEMO.mailbox_address)
+                .await
+                .status(),
+            201
+        );
+    }
+}
+
+#[tokio::test]
+async fn expired_wrong_audience_wrong_issuer_and_forged_jwts_are_401() {
+    let app = spawn_app_with(AppOptions {
+        access: jwt_access(JwtKeySource::JwksFile(fixture("client-jwks.json"))),
+        ..AppOptions::default()
+    })
+    .await;
+    let rsa = rsa_key("client-rsa-key-1.pem");
+    let now = chrono::Utc::now().timestamp();
+    for bad in [
+        token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
+            c["exp"] = (now - 3600).into()
+        }),
+        token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
+            c["nbf"] = (now + 3600).into()
+        }),
+        token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
+            c["aud"] = "api://someone-else".into()
+        }),
+        token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
+            c["iss"] = "https://evil.test".into()
+        }),
+        token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
+            c.as_object_mut().unwrap().remove("azp");
+        }),
+        // Signed by a key the JWKS does not hold, under a kid it does.
+        token(
+            Algorithm::RS256,
+            Some("rsa-1"),
+            &rsa_key("client-rsa-key-2.pem"),
+            |_| {},
+        ),
+        // HS256 "signed" with the public JWKS as secret: algorithm confusion is refused.
+        token(
+            Algorithm::HS256,
+            Some("rsa-1"),
+            &EncodingKey::from_secret(b"x"),
+            |_| {},
+        ),
+    ] {
+        problem(
+            create_as(&app, &bad, DEMO.mailbox_address).await,
+            401,
+            "unauthenticated",
+        )
+        .await;
+    }
+    assert_eq!(app.counters().graph_requests, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_re_reads_the_jwks_url_so_rotated_keys_are_accepted() {
+    let jwks = Arc::new(Mutex::new(
+        std::fs::read_to_string(fixture("client-jwks.json")).unwrap(),
+    ));
+    let served = jwks.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/keys", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let router = axum::Router::new().route(
+            "/keys",
+            axum::routing::get(move || {
+                let body = served.lock().unwrap().clone();
+                async move { body }
+            }),
+        );
+        axum::serve(listener, router).await.unwrap();
+    });
+    let app = spawn_app_with(AppOptions {
+        access: jwt_access(JwtKeySource::JwksUrl(jwks_url.parse().unwrap())),
+        ..AppOptions::default()
+    })
+    .await;
+    let rsa1 = token(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &rsa_key("client-rsa-key-1.pem"),
+        |_| {},
+    );
+    assert_eq!(
+        create_as(&app, &rsa1, DEMO.mailbox_address).await.status(),
+        201
+    );
+    // The identity provider rotates in a new key; the gateway has never seen its kid.
+    *jwks.lock().unwrap() = std::fs::read_to_string(fixture("client-jwks-rotated.json")).unwrap();
+    let rsa2 = token(
+        Algorithm::RS256,
+        Some("rsa-2"),
+        &rsa_key("client-rsa-key-2.pem"),
+        |_| {},
+    );
+    assert_eq!(
+        create_as(&app, &rsa2, DEMO.mailbox_address).await.status(),
+        201
+    );
+    let unknown = token(
+        Algorithm::RS256,
+        Some("rsa-9"),
+        &rsa_key("client-rsa-key-2.pem"),
+        |_| {},
+    );
+    problem(
+        create_as(&app, &unknown, DEMO.mailbox_address).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hs256_jwts_are_checked_against_the_shared_secret() {
+    let secret = "a-shared-secret-of-at-least-32-characters";
+    let app = spawn_app_with(AppOptions {
+        access: jwt_access(JwtKeySource::Hs256(SecretString::from(secret.to_owned()))),
+        ..AppOptions::default()
+    })
+    .await;
+    let good = token(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(secret.as_bytes()),
+        |_| {},
+    );
+    assert_eq!(
+        create_as(&app, &good, DEMO.mailbox_address).await.status(),
+        201
+    );
+    let bad = token(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
+        |_| {},
+    );
+    problem(
+        create_as(&app, &bad, DEMO.mailbox_address).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn headers_sent_too_slowly_get_the_connection_closed() {
+    let app = spawn_app_with(AppOptions {
+        connections: ConnectionLimits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_millis(500),
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    // Two slowloris connections take every slot, trickling a request line and never finishing headers.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // A real client waits for a slot, which the header deadline frees.
+    let started = Instant::now();
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it had to wait: {:?}",
+        started.elapsed()
+    );
+    for mut stream in slow {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the server closed the slow connection");
+    }
+}
+
+#[tokio::test]
+async fn a_body_far_over_the_limit_is_refused_without_being_buffered() {
+    let app = spawn_app_with(AppOptions {
+        max_item_bytes: 64 * 1024,
+        ..AppOptions::default()
+    })
+    .await;
+    // 10 GB, produced lazily: the gateway must answer long before it could have read it.
+    let chunk = bytes::Bytes::from(vec![0u8; 1024 * 1024]);
+    let endless = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()))
+        .take(10 * 1024);
+    let response = app
+        .client
+        .post(app.url(&format!(
+            "/v1/mailboxes/{}/folders/inbox/items",
+            DEMO.mailbox_address
+        )))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(endless))
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            problem(response, 413, "item_too_large").await;
+        }
+        // The gateway may close the connection while the client is still sending; either way it stopped.
+        Err(error) => assert!(error.is_request() || error.is_body(), "{error}"),
+    }
+    assert_eq!(app.counters().graph_requests, 0);
+}
+
+#[tokio::test]
+async fn percent_tricks_in_ids_are_refused_before_any_graph_call() {
+    let app = spawn_app_with(AppOptions::default()).await;
+    for path in [
+        "/v1/mailboxes/adele%40contoso.com%2F..%2Fadmin/folders/inbox/items",
+        "/v1/mailboxes/adele@contoso.com/folders/%252F/items",
+        "/v1/mailboxes/adele@contoso.com%00/folders/inbox/items",
+        "/v1/mailboxes/adele@contoso.com/folders/in%0Abox/items",
+        "/v1/mailboxes/%22adele%22@contoso.com/folders/inbox/items",
+        "/v1/mailboxes/adele@contoso.com/folders/%C0%AE%C0%AE/items",
+    ] {
+        let response = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/octet-stream")
+            .body(item("x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+    }
+    assert_eq!(app.counters().graph_requests, 0);
+}
+
+#[tokio::test]
+async fn https_serves_h2_and_http1_and_picks_up_a_new_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(fixture("tls-a-cert.pem"), &cert).unwrap();
+    std::fs::copy(fixture("tls-a-key.pem"), &key).unwrap();
+    let app = spawn_app_with(AppOptions {
+        tls: Some(TlsSettings {
+            cert_path: cert.clone(),
+            key_path: key.clone(),
+            reload_every: Duration::from_millis(100),
+        }),
+        root_certificate: Some(fixture("tls-a-ca.pem")),
+        ..AppOptions::default()
+    })
+    .await;
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN offers h2"
+    );
+    assert_eq!(
+        app.create(DEMO.mailbox_address, "inbox", item("tls"))
+            .await
+            .status(),
+        201
+    );
+
+    let trusts_b = client(None, Some(&fixture("tls-b-ca.pem")));
+    assert!(
+        trusts_b.get(app.url("/healthz")).send().await.is_err(),
+        "still serving certificate A"
+    );
+    std::fs::copy(fixture("tls-b-key.pem"), &key).unwrap();
+    std::fs::copy(fixture("tls-b-cert.pem"), &cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // A fresh client each time, so no pooled connection from before the swap is reused.
+        let attempt = client(None, Some(&fixture("tls-b-ca.pem")))
+            .get(app.url("/healthz"))
+            .send()
+            .await;
+        if let Ok(response) = attempt {
+            assert_eq!(response.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "certificate B was never picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn cleartext_http2_is_served_too() {
+    let app = spawn_app_with(AppOptions::default()).await;
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2c.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+}
