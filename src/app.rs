@@ -12,6 +12,7 @@ use crate::access::Access;
 use crate::config::{Config, RetryPolicy};
 use crate::graph::GraphClient;
 use crate::idempotency::IdempotencyStore;
+use crate::metrics::Metrics;
 
 /// What every request handler shares: a cheap `Clone` of `Arc`s.
 #[derive(Clone, Debug)]
@@ -20,6 +21,8 @@ pub struct AppState {
     pub graph: Arc<GraphClient>,
     /// Who may call, and what each client may touch.
     pub access: Arc<Access>,
+    /// What the gateway counts, for `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Largest raw item accepted, in bytes.
     pub max_item_bytes: u64,
     /// Longest pause in a client's upload.
@@ -38,6 +41,7 @@ impl AppState {
     /// Builds the state; fails if the configured credential or the clients' JWKS file cannot be loaded.
     pub fn new(config: &Config) -> anyhow::Result<AppState> {
         let access = Access::new(&config.access)?;
+        let metrics = Arc::new(Metrics::new());
         if access.is_open() && !config.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.listen, "CLIENT AUTHENTICATION IS OFF on a non-loopback address: anyone who can reach it can write into every mailbox");
         }
@@ -47,7 +51,9 @@ impl AppState {
                 &config.tenant,
                 config.timeouts,
                 config.pacing,
+                metrics.clone(),
             )?),
+            metrics,
             max_item_bytes: config.max_item_bytes,
             client_body_timeout: config.timeouts.client_body,
             retry: config.retry,

@@ -12,6 +12,7 @@ pub mod fts;
 pub mod graph;
 pub mod idempotency;
 pub mod ids;
+pub mod metrics;
 pub mod refresh;
 pub mod server;
 pub mod simulator;

@@ -18,6 +18,9 @@ use crate::ids::InvalidId;
 
 use super::request_id::current_request_id;
 
+/// The response header that passes on Graph's `request-id`.
+pub const X_GRAPH_REQUEST_ID: &str = "x-graph-request-id";
+
 /// `Retry-After` sent with a 503 when the upstream named no delay.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -334,6 +337,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(id) = self
+            .graph_request_id()
+            .and_then(|id| HeaderValue::from_str(&id).ok())
+        {
+            headers.insert(X_GRAPH_REQUEST_ID, id);
+        }
         if matches!(self, ApiError::Unauthenticated) {
             headers.insert(
                 header::WWW_AUTHENTICATE,

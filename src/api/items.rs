@@ -225,6 +225,11 @@ async fn run(
     command: ImportCommand,
 ) -> Result<Response, ApiError> {
     let digest: [u8; 32] = Sha256::digest(&command.data).into();
+    // Keys are scoped by client: one client's key never replays another client's answer.
+    let key = key.map(|key| {
+        let client = &command.client.name;
+        format!("{}:{client}:{key}", client.len())
+    });
     let claimed = match key {
         None => None,
         Some(key) => match state
@@ -263,6 +268,7 @@ async fn import_and_answer(
     digest: [u8; 32],
     claimed: Option<Claimed>,
 ) -> StoredResponse {
+    let _in_flight = state.metrics.bytes_in_flight(command.data.len());
     let outcome = import(&state, &command).await;
     // A retry must get the same answer, unless this one provably did nothing and may go better.
     let settles = match &outcome {
@@ -270,6 +276,9 @@ async fn import_and_answer(
         Err(error) => error.is_settled(),
     };
     let audit = Audit::of(&command, &digest, &outcome);
+    state
+        .metrics
+        .import_finished(audit.mode, audit.code.unwrap_or("ok"), command.data.len());
     let response = match outcome {
         Ok((_, item)) => command.success(item),
         Err(error) => error.into_response(),
@@ -399,8 +408,15 @@ impl ImportCommand {
             StatusCode::OK
         };
         let etag = HeaderValue::from_str(&format!("\"{}\"", item.change_key));
+        let graph_request_id = item
+            .graph_request_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok());
         let mut response = (status, Json(item)).into_response();
         let headers = response.headers_mut();
+        if let Some(id) = graph_request_id {
+            headers.insert(super::error::X_GRAPH_REQUEST_ID, id);
+        }
         match etag {
             Ok(etag) => {
                 headers.insert(header::ETAG, etag);

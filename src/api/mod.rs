@@ -62,6 +62,7 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>, Guard)> {
         (Method::GET, "/healthz", get(healthz), Guard::Open),
         (Method::GET, "/readyz", get(readyz), Guard::Open),
         (Method::GET, "/openapi.yaml", get(openapi), Guard::Open),
+        (Method::GET, "/metrics", get(metrics), Guard::Open),
     ]
 }
 
@@ -90,6 +91,8 @@ pub fn router(state: AppState) -> Router {
     open.merge(guarded)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Per route (Router::layer), so the matched route template is known for the metrics label.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), measure))
         .with_state(state)
         // A panic in a handler becomes a 500 problem for that request instead of a dropped connection;
         // inside the request-id scope, so the problem carries the id.
@@ -194,6 +197,39 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         .await
         .map_err(|e| ApiError::NotReady(e.to_string()))?;
     Ok(Json(json!({ "status": "ready" })))
+}
+
+/// `GET /metrics`: counters, gauges and histograms in the Prometheus text format. Open like the health
+/// checks: it holds no mailbox id, address or secret.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+}
+
+/// Middleware: times each answered request by route template, method and status, and counts requests
+/// in flight.
+async fn measure(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let _in_flight = state.metrics.request_in_flight();
+    let response = next.run(request).await;
+    state.metrics.http_answered(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// `GET /openapi.yaml`: this API's description.

@@ -8,6 +8,7 @@
 mod assertion;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -18,6 +19,7 @@ use url::Url;
 pub use assertion::{CertificateCredential, CredentialError};
 
 use crate::config::{CredentialConfig, TenantConfig};
+use crate::metrics::Metrics;
 use crate::refresh::RefreshSlot;
 
 /// The scope of an app-only Graph token.
@@ -135,6 +137,7 @@ pub struct TokenProvider {
     client_id: String,
     credential: Credential,
     current: RefreshSlot<AccessToken>,
+    metrics: Arc<Metrics>,
 }
 
 impl TokenProvider {
@@ -143,6 +146,7 @@ impl TokenProvider {
         http: reqwest::Client,
         tenant: &TenantConfig,
         credential: Credential,
+        metrics: Arc<Metrics>,
     ) -> TokenProvider {
         let mut token_url = tenant.authority_host.clone();
         token_url
@@ -156,13 +160,19 @@ impl TokenProvider {
             client_id: tenant.client_id.clone(),
             credential,
             current: RefreshSlot::new(),
+            metrics,
         }
     }
 
     /// A token that is valid for a while yet, from the cache or freshly requested.
     pub async fn token(&self) -> Result<AccessToken, AuthError> {
         self.current
-            .get_or_refresh(AccessToken::is_fresh, || self.request_token())
+            .get_or_refresh(AccessToken::is_fresh, || async {
+                let token = self.request_token().await;
+                self.metrics
+                    .token_request(if token.is_ok() { "ok" } else { "error" });
+                token
+            })
             .await
     }
 
@@ -207,8 +217,12 @@ impl TokenProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|e| AuthError::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| {
+                self.metrics.upstream("token", None);
+                AuthError::Unreachable(e.without_url().to_string())
+            })?;
         let status = response.status();
+        self.metrics.upstream("token", Some(status.as_u16()));
         let body = response
             .bytes()
             .await

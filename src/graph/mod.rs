@@ -10,6 +10,7 @@ mod pacing;
 mod retry;
 mod sessions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ pub use sessions::{ImportSession, SessionCache, SESSION_RENEW_MARGIN};
 use crate::auth::{Credential, CredentialError, TokenProvider};
 use crate::config::{ImportHosts, Pacing, TenantConfig, Timeouts};
 use crate::ids::{FolderRef, MailboxRef};
+use crate::metrics::Metrics;
 use error::{classify_graph_status, import_transport_error, transport_error, upstream_answer};
 
 /// How long a resolved mailbox or folder id is trusted before it is looked up again.
@@ -78,6 +80,9 @@ pub struct ImportRequest {
 pub struct ImportedItem {
     pub item_id: String,
     pub change_key: String,
+    /// Graph's `request-id` for the import, for support cases; not part of the JSON.
+    #[serde(skip)]
+    pub graph_request_id: Option<String>,
 }
 
 /// A Graph client for one tenant, with its token, sessions and resolved ids.
@@ -89,6 +94,7 @@ pub struct GraphClient {
     tokens: TokenProvider,
     sessions: SessionCache,
     pacer: MailboxPacer,
+    metrics: Arc<Metrics>,
     /// Lower-cased address to mailbox id. moka coalesces concurrent look-ups of the same key.
     mailboxes: Cache<String, String>,
     /// (mailbox id, well-known name) to folder id.
@@ -130,6 +136,7 @@ impl GraphClient {
         tenant: &TenantConfig,
         timeouts: Timeouts,
         pacing: Pacing,
+        metrics: Arc<Metrics>,
     ) -> Result<GraphClient, CredentialError> {
         let credential = Credential::load(&tenant.credential)?;
         let http = reqwest::Client::builder()
@@ -139,13 +146,14 @@ impl GraphClient {
             .build()
             .expect("the HTTP client's TLS set-up is static");
         Ok(GraphClient {
-            tokens: TokenProvider::new(http.clone(), tenant, credential),
+            tokens: TokenProvider::new(http.clone(), tenant, credential, metrics.clone()),
             http,
             graph_url: tenant.graph_url.clone(),
             import_hosts: tenant.import_hosts.clone(),
             timeouts,
             sessions: SessionCache::default(),
-            pacer: MailboxPacer::new(pacing),
+            pacer: MailboxPacer::new(pacing, metrics.clone()),
+            metrics,
             mailboxes: Cache::builder()
                 .max_capacity(RESOLVED_ID_CAPACITY)
                 .time_to_live(RESOLVED_ID_TTL)
@@ -177,7 +185,7 @@ impl GraphClient {
                 let action = format!("looking up the mailbox of {address}");
                 let url = self.graph_endpoint(&["users", address, "settings", "exchange"]);
                 let settings: ExchangeSettings = self
-                    .graph_json(Method::GET, url, &action, Missing::Mailbox, None, context)
+                    .graph_json(Method::GET, url, &action, Endpoint::Users, None, context)
                     .await?;
                 match settings
                     .primary_mailbox_id
@@ -222,7 +230,7 @@ impl GraphClient {
                         Method::GET,
                         url,
                         &action,
-                        Missing::Folder,
+                        Endpoint::Folder,
                         Some(mailbox_id),
                         context,
                     )
@@ -249,7 +257,7 @@ impl GraphClient {
                     Method::GET,
                     url,
                     &action,
-                    Missing::Mailbox,
+                    Endpoint::Folders,
                     Some(mailbox_id),
                     context,
                 )
@@ -307,16 +315,20 @@ impl GraphClient {
                 Err(AttemptError::SessionRefused(_)) if !renewed => {
                     tracing::info!(mailbox = %target, "import session refused; creating a new one");
                     self.sessions.invalidate(&target, &session);
+                    self.metrics.retry("session_refused");
                     renewed = true;
                 }
                 Err(AttemptError::WrongMailbox(archive, _)) if !redirected => {
                     tracing::info!(mailbox = %target, %archive, "folder is in an archive mailbox; importing there");
                     target = archive;
                     redirected = true;
+                    self.metrics.retry("archive_redirect");
                 }
                 Err(AttemptError::Other(error)) if error.retryable() => {
                     self.note_throttling(Some(&target), &error);
+                    let reason = retry_reason(&error);
                     context.before_retry(error, attempt).await?;
+                    self.metrics.retry(reason);
                 }
                 Err(
                     AttemptError::SessionRefused(error)
@@ -347,7 +359,7 @@ impl GraphClient {
                 Method::POST,
                 url,
                 &action,
-                Missing::Mailbox,
+                Endpoint::Session,
                 Some(mailbox_id),
                 context,
             )
@@ -371,6 +383,7 @@ impl GraphClient {
             .to_std()
             .map_err(|_| invalid("the session expired before it arrived"))?;
         tracing::info!(mailbox = %mailbox_id, lifetime_secs = lifetime.as_secs(), "created an import session");
+        self.metrics.session_created();
         Ok(ImportSession::new(&import_url, lifetime))
     }
 
@@ -414,8 +427,12 @@ impl GraphClient {
             )))
             .send()
             .await
-            .map_err(|e| AttemptError::Other(import_transport_error(&action, e)))?;
+            .map_err(|e| {
+                self.metrics.upstream("import", None);
+                AttemptError::Other(import_transport_error(&action, e))
+            })?;
         let (status, headers) = (response.status(), response.headers().clone());
+        self.metrics.upstream("import", Some(status.as_u16()));
         let body = response
             .bytes()
             .await
@@ -423,7 +440,7 @@ impl GraphClient {
         if status.is_success() {
             // Exchange accepted the item; only its ids are unreadable. Report that honestly rather than
             // as a failure a client would retry into a duplicate.
-            return serde_json::from_slice(&body).map_err(|_| {
+            let mut item: ImportedItem = serde_json::from_slice(&body).map_err(|_| {
                 tracing::error!(
                     status = status.as_u16(),
                     "importItem succeeded without a readable itemId and changeKey"
@@ -432,7 +449,13 @@ impl GraphClient {
                     action,
                     ErrorKind::OutcomeUnknown { timed_out: false },
                 ))
-            });
+            })?;
+            item.graph_request_id = headers
+                .get("request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            tracing::debug!(graph_request_id = ?item.graph_request_id, "importItem answered");
+            return Ok(item);
         }
         let answer = upstream_answer(status, &headers, &body);
         tracing::warn!(status = status.as_u16(), message = ?answer.message, "importItem failed");
@@ -484,7 +507,7 @@ impl GraphClient {
         method: Method,
         url: Url,
         action: &str,
-        missing: Missing,
+        endpoint: Endpoint,
         mailbox_id: Option<&str>,
         context: &CallContext,
     ) -> Result<T, GraphError> {
@@ -516,6 +539,10 @@ impl GraphClient {
                 Err(e) => Err(e),
             };
             drop(permit);
+            self.metrics.upstream(
+                endpoint.label(),
+                answer.as_ref().ok().map(|(status, ..)| status.as_u16()),
+            );
             let error = match answer {
                 Err(e) => transport_error(action, e),
                 Ok((status, _, body)) if status.is_success() => {
@@ -529,6 +556,7 @@ impl GraphClient {
                 Ok((StatusCode::UNAUTHORIZED, _, _)) if !token_renewed => {
                     tracing::info!("Graph refused the app token; requesting a new one");
                     self.tokens.invalidate(&token);
+                    self.metrics.retry("token_refused");
                     token_renewed = true;
                     continue;
                 }
@@ -541,14 +569,16 @@ impl GraphClient {
                             status,
                             &headers,
                             answer.code.as_deref(),
-                            missing,
+                            endpoint.missing(),
                         ),
                         upstream: Some(answer),
                     }
                 }
             };
             self.note_throttling(mailbox_id, &error);
+            let reason = retry_reason(&error);
             context.before_retry(error, attempt).await?;
+            self.metrics.retry(reason);
         }
         unreachable!("the attempts are bounded by the budget")
     }
@@ -583,6 +613,46 @@ impl std::fmt::Debug for GraphClient {
             .field("graph_url", &self.graph_url.as_str())
             .field("import_hosts", &self.import_hosts)
             .finish_non_exhaustive()
+    }
+}
+
+/// The Graph endpoints the gateway calls: a metrics label, and what a 404 from each means.
+#[derive(Clone, Copy, Debug)]
+enum Endpoint {
+    /// `users/{upn}/settings/exchange`.
+    Users,
+    /// `.../folders/{name}`.
+    Folder,
+    /// `.../folders`.
+    Folders,
+    /// `.../createImportSession`.
+    Session,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Users => "users",
+            Endpoint::Folder => "folder",
+            Endpoint::Folders => "folders",
+            Endpoint::Session => "session",
+        }
+    }
+
+    fn missing(self) -> Missing {
+        match self {
+            Endpoint::Folder => Missing::Folder,
+            Endpoint::Users | Endpoint::Folders | Endpoint::Session => Missing::Mailbox,
+        }
+    }
+}
+
+/// The metrics label for why a call is tried again.
+fn retry_reason(error: &GraphError) -> &'static str {
+    match error.kind {
+        ErrorKind::Throttled { .. } => "throttled",
+        ErrorKind::Timeout { .. } => "timeout",
+        _ => "unreachable",
     }
 }
 

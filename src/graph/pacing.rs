@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::{CallContext, ErrorKind, GraphError};
 use crate::config::Pacing;
+use crate::metrics::Metrics;
 
 /// The window over which uploads are paced.
 const UPLOAD_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -28,6 +29,7 @@ const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct MailboxPacer {
     settings: Pacing,
+    metrics: Arc<Metrics>,
     gates: RwLock<HashMap<String, Arc<Gate>>>,
 }
 
@@ -48,9 +50,10 @@ pub struct MailboxPermit {
 
 impl MailboxPacer {
     /// Pacing for every mailbox with these settings.
-    pub fn new(settings: Pacing) -> MailboxPacer {
+    pub fn new(settings: Pacing, metrics: Arc<Metrics>) -> MailboxPacer {
         MailboxPacer {
             settings,
+            metrics,
             gates: RwLock::new(HashMap::new()),
         }
     }
@@ -65,6 +68,7 @@ impl MailboxPacer {
         context: &CallContext,
     ) -> Result<MailboxPermit, GraphError> {
         let gate = self.gate(mailbox_id);
+        let started = Instant::now();
         let action = || format!("waiting for {mailbox_id}'s turn");
         if let Some(wait) = gate.hold_remaining() {
             if !context.can_wait(wait) {
@@ -110,6 +114,7 @@ impl MailboxPacer {
             }
             tokio::time::sleep(wait).await;
         }
+        self.metrics.queue_waited(started.elapsed());
         Ok(MailboxPermit { _permit: permit })
     }
 
@@ -202,11 +207,14 @@ mod tests {
     use crate::config::RetryPolicy;
 
     fn pacer(concurrency: usize, upload: u64) -> Arc<MailboxPacer> {
-        Arc::new(MailboxPacer::new(Pacing {
-            mailbox_concurrency: concurrency,
-            queue_timeout: Duration::from_secs(5),
-            upload_bytes_per_5_min: upload,
-        }))
+        Arc::new(MailboxPacer::new(
+            Pacing {
+                mailbox_concurrency: concurrency,
+                queue_timeout: Duration::from_secs(5),
+                upload_bytes_per_5_min: upload,
+            },
+            Arc::new(Metrics::new()),
+        ))
     }
 
     fn context() -> CallContext {

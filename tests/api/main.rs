@@ -7,6 +7,7 @@ mod folders;
 mod helpers;
 mod idempotency;
 mod items;
+mod observability;
 mod resilience;
 mod security;
 mod sessions;
