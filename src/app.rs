@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
+use crate::budget::MemoryBudget;
 use crate::config::{Config, RetryPolicy};
 use crate::graph::GraphClient;
 use crate::idempotency::IdempotencyStore;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest raw item accepted, in bytes.
     pub max_item_bytes: u64,
+    /// Item bytes held in memory across all requests.
+    pub budget: MemoryBudget,
     /// Longest pause in a client's upload.
     pub client_body_timeout: Duration,
     /// The retry budget each client request gets.
@@ -55,6 +58,10 @@ impl AppState {
             )?),
             metrics,
             max_item_bytes: config.max_item_bytes,
+            budget: MemoryBudget::new(
+                usize::try_from(config.memory_budget).unwrap_or(usize::MAX),
+                config.memory_wait,
+            ),
             client_body_timeout: config.timeouts.client_body,
             retry: config.retry,
             idempotency: IdempotencyStore::new(config.idempotency),

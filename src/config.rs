@@ -23,6 +23,10 @@ pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_IMPORT_HOSTS: &str = "outlook.office365.com";
 /// Default interval between checks of the TLS files for changes.
 pub const DEFAULT_TLS_RELOAD: Duration = Duration::from_secs(30);
+/// Default longest wait for room in the memory budget.
+pub const DEFAULT_MEMORY_WAIT: Duration = Duration::from_secs(5);
+/// Default memory budget for item bytes in flight.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 512 * 1024 * 1024;
 /// Default time given to in-flight imports after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default largest item accepted: Exchange Online's own message size limit.
@@ -53,6 +57,14 @@ pub const KEYS: &[(&str, &str)] = &[
         "origins importUrl may point to",
     ),
     ("MAILBOX_GATEWAY_MAX_ITEM_BYTES", "largest item accepted"),
+    (
+        "MAILBOX_GATEWAY_MEMORY_BUDGET",
+        "item bytes held in memory across all requests",
+    ),
+    (
+        "MAILBOX_GATEWAY_MEMORY_WAIT_SECS",
+        "longest wait for room in the memory budget",
+    ),
     (
         "MAILBOX_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECS",
         "upstream connect timeout",
@@ -162,6 +174,10 @@ pub struct Config {
     pub tenant: TenantConfig,
     /// Largest raw item accepted, in bytes.
     pub max_item_bytes: u64,
+    /// Request body bytes held in memory at once, across all requests.
+    pub memory_budget: u64,
+    /// Longest wait for room in the memory budget before `503 over_capacity`.
+    pub memory_wait: Duration,
     /// Upstream and client timeouts.
     pub timeouts: Timeouts,
     /// How much retrying one client request may do.
@@ -622,7 +638,14 @@ impl Config {
             Some(tenant) => tenant,
             None => TenantConfig::load(sources)?,
         };
+        let memory_budget = positive(
+            sources,
+            "MAILBOX_GATEWAY_MEMORY_BUDGET",
+            DEFAULT_MEMORY_BUDGET,
+        )?;
         Ok(Config {
+            memory_budget,
+            memory_wait: secs("MAILBOX_GATEWAY_MEMORY_WAIT_SECS", DEFAULT_MEMORY_WAIT)?,
             access,
             connections,
             tls,
@@ -648,6 +671,8 @@ impl Config {
                 .expect("the default listen address parses"),
             tenant,
             max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_wait: DEFAULT_MEMORY_WAIT,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             pacing: Pacing::default(),

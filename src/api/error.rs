@@ -21,6 +21,9 @@ use super::request_id::current_request_id;
 /// The response header that passes on Graph's `request-id`.
 pub const X_GRAPH_REQUEST_ID: &str = "x-graph-request-id";
 
+/// `Retry-After` sent with `over_capacity`: memory frees as imports finish, within seconds.
+const OVER_CAPACITY_RETRY_AFTER: Duration = Duration::from_secs(2);
+
 /// `Retry-After` sent with a 503 when the upstream named no delay.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -60,6 +63,10 @@ pub enum ApiError {
     },
     #[error("the item is larger than the limit of {limit} bytes (MAILBOX_GATEWAY_MAX_ITEM_BYTES)")]
     ItemTooLarge { limit: u64 },
+    #[error("the request is larger than the gateway's whole memory budget of {total} bytes (MAILBOX_GATEWAY_MEMORY_BUDGET)")]
+    LargerThanMemoryBudget { total: usize },
+    #[error("the gateway holds as many item bytes as its memory budget allows; try again shortly")]
+    OverCapacity,
     #[error("the body is not a well-formed item stream, {0}")]
     InvalidItemStream(StreamError),
     #[error("no route {0}")]
@@ -198,6 +205,10 @@ impl ApiError {
                 "Method not allowed",
             ),
             ApiError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready", "Not ready"),
+            ApiError::LargerThanMemoryBudget { .. } => {
+                (S::PAYLOAD_TOO_LARGE, "item_too_large", "Item too large")
+            }
+            ApiError::OverCapacity => (S::SERVICE_UNAVAILABLE, "over_capacity", "Over capacity"),
             ApiError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Not authenticated"),
             ApiError::Forbidden { .. } => (S::FORBIDDEN, "forbidden", "Not allowed"),
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
@@ -329,6 +340,7 @@ impl IntoResponse for ApiError {
                 }
             }
             ApiError::NotReady(_) => retry_after = Some(DEFAULT_RETRY_AFTER),
+            ApiError::OverCapacity => retry_after = Some(OVER_CAPACITY_RETRY_AFTER),
             _ => {}
         }
         let mut response = (status, axum::Json(problem)).into_response();

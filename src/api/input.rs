@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use super::ApiError;
+use crate::budget::{BudgetError, MemoryBudget, Reservation};
 use crate::ids::check_exchange_id;
 
 /// The request header carrying an idempotency key (IETF httpapi draft).
@@ -35,15 +36,32 @@ pub fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Resu
     }
 }
 
-/// Reads at most `limit` bytes. A declared or actual larger body is refused as over `item_limit` without
-/// being buffered, and an upload that pauses longer than `idle` is cut off.
+/// How much a body may be, and how long it may pause.
+pub struct BodyLimits<'a> {
+    /// Largest body accepted.
+    pub limit: u64,
+    /// The item size limit to name when the body is too large.
+    pub item_limit: u64,
+    /// Longest pause between two pieces of the body.
+    pub idle: Duration,
+    /// The memory budget the body's bytes are reserved from.
+    pub budget: &'a MemoryBudget,
+}
+
+/// Reads at most `limit` bytes, reserving them from the memory budget first (all at once when the size is
+/// announced, else as they arrive). A declared or actual larger body is refused as over `item_limit`
+/// without being buffered, and an upload that pauses longer than `idle` is cut off.
 pub async fn read_body(
     headers: &HeaderMap,
     mut body: Body,
-    limit: u64,
-    item_limit: u64,
-    idle: Duration,
-) -> Result<Bytes, ApiError> {
+    limits: BodyLimits<'_>,
+) -> Result<(Bytes, Reservation), ApiError> {
+    let BodyLimits {
+        limit,
+        item_limit,
+        idle,
+        budget,
+    } = limits;
     let too_large = || ApiError::ItemTooLarge { limit: item_limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -53,6 +71,10 @@ pub async fn read_body(
         return Err(too_large());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut reservation = budget.empty();
+    if let Some(declared) = declared {
+        reserve(budget, &mut reservation, declared as usize).await?;
+    }
     // One buffer of the announced size, so a large item is not copied as it grows.
     let mut buffer = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
     loop {
@@ -66,10 +88,27 @@ pub async fn read_body(
             if buffer.len() + data.len() > limit {
                 return Err(too_large());
             }
+            if declared.is_none() {
+                reserve(budget, &mut reservation, data.len()).await?;
+            }
             buffer.extend_from_slice(&data);
         }
     }
-    Ok(buffer.freeze())
+    Ok((buffer.freeze(), reservation))
+}
+
+async fn reserve(
+    budget: &MemoryBudget,
+    reservation: &mut Reservation,
+    bytes: usize,
+) -> Result<(), ApiError> {
+    budget
+        .grow(reservation, bytes)
+        .await
+        .map_err(|error| match error {
+            BudgetError::LargerThanBudget { total } => ApiError::LargerThanMemoryBudget { total },
+            BudgetError::Full => ApiError::OverCapacity,
+        })
 }
 
 /// The change key in `If-Match: "<changeKey>"`: one strong entity tag.

@@ -21,11 +21,14 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::input::{idempotency_key, if_match_change_key, read_body, require_content_type};
+use super::input::{
+    idempotency_key, if_match_change_key, read_body, require_content_type, BodyLimits,
+};
 use super::request_id::carry_request_id;
 use super::{authorize, ApiError};
 use crate::access::{Client, Operation};
 use crate::app::AppState;
+use crate::budget::Reservation;
 use crate::graph::{CallContext, ImportMode, ImportRequest, ImportedItem};
 use crate::idempotency::{Claim, Claimed, Fingerprint, StoredResponse};
 use crate::ids::{check_exchange_id, FolderRef, MailboxRef};
@@ -62,6 +65,8 @@ struct ImportCommand {
     folder: FolderRef,
     mode: ImportMode,
     data: Bytes,
+    /// The item's bytes in the memory budget, given back when the import has been answered.
+    _reserved: Reservation,
 }
 
 /// `POST /v1/mailboxes/{mailbox}/folders/{folder}/items`: creates an item from its raw stream.
@@ -77,7 +82,7 @@ pub async fn create_item(
     let folder = FolderRef::parse(&folder).map_err(ApiError::InvalidFolder)?;
     authorize(&state, &client, &mailbox, Operation::Create)?;
     let key = idempotency_key(&headers)?;
-    let data = read_item_stream(&state, &headers, body).await?;
+    let (data, reserved) = read_item_stream(&state, &headers, body).await?;
     let command = ImportCommand {
         client,
         route: Route::Create,
@@ -85,6 +90,7 @@ pub async fn create_item(
         folder,
         mode: ImportMode::Create,
         data,
+        _reserved: reserved,
     };
     run(state, key, command).await
 }
@@ -105,7 +111,7 @@ pub async fn update_item(
     authorize(&state, &client, &mailbox, Operation::Update)?;
     let change_key = if_match_change_key(&headers)?;
     let key = idempotency_key(&headers)?;
-    let data = read_item_stream(&state, &headers, body).await?;
+    let (data, reserved) = read_item_stream(&state, &headers, body).await?;
     let command = ImportCommand {
         client,
         route: Route::Update,
@@ -116,6 +122,7 @@ pub async fn update_item(
             change_key,
         },
         data,
+        _reserved: reserved,
     };
     run(state, key, command).await
 }
@@ -154,12 +161,15 @@ pub async fn import_item_json(
     require_content_type(&headers, "application/json")?;
     let key = idempotency_key(&headers)?;
     let json_limit = state.max_item_bytes.div_ceil(3) * 4 + JSON_ENVELOPE_BYTES;
-    let raw = read_body(
+    let (raw, mut reserved) = read_body(
         &headers,
         body,
-        json_limit,
-        state.max_item_bytes,
-        state.client_body_timeout,
+        BodyLimits {
+            limit: json_limit,
+            item_limit: state.max_item_bytes,
+            idle: state.client_body_timeout,
+            budget: &state.budget,
+        },
     )
     .await?;
     let request: GraphImportBody = serde_json::from_slice(&raw).map_err(|e| {
@@ -192,9 +202,19 @@ pub async fn import_item_json(
             )))
         }
     };
+    // The decoded item exists beside its base64 for a moment: reserve it too, then give back the JSON.
+    let decoded_len = request.data.len() / 4 * 3;
+    state
+        .budget
+        .grow(&mut reserved, decoded_len)
+        .await
+        .map_err(|_| ApiError::OverCapacity)?;
     let data = base64::engine::general_purpose::STANDARD
         .decode(request.data.as_bytes())
         .map_err(|e| ApiError::InvalidBase64(e.to_string()))?;
+    drop(request.data);
+    drop(raw);
+    reserved.shrink_to(data.len());
     if data.len() as u64 > state.max_item_bytes {
         return Err(ApiError::ItemTooLarge {
             limit: state.max_item_bytes,
@@ -213,6 +233,7 @@ pub async fn import_item_json(
         folder,
         mode,
         data: Bytes::from(data),
+        _reserved: reserved,
     };
     run(state, key, command).await
 }
@@ -461,23 +482,26 @@ impl ImportCommand {
     }
 }
 
-/// Checks the content type, reads the body within the size and pace limits, and walks its frames.
+/// Checks the content type, reads the body within the size, pace and memory limits, and walks its frames.
 async fn read_item_stream(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Bytes, ApiError> {
+) -> Result<(Bytes, Reservation), ApiError> {
     require_content_type(headers, "application/octet-stream")?;
-    let data = read_body(
+    let (data, reserved) = read_body(
         headers,
         body,
-        state.max_item_bytes,
-        state.max_item_bytes,
-        state.client_body_timeout,
+        BodyLimits {
+            limit: state.max_item_bytes,
+            item_limit: state.max_item_bytes,
+            idle: state.client_body_timeout,
+            budget: &state.budget,
+        },
     )
     .await?;
     crate::fts::check(&data).map_err(ApiError::InvalidItemStream)?;
-    Ok(data)
+    Ok((data, reserved))
 }
 
 /// A response as a value that can be stored and replayed. Our responses have small, complete bodies.

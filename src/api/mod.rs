@@ -196,7 +196,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         .check_token()
         .await
         .map_err(|e| ApiError::NotReady(e.to_string()))?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(json!({
+        "status": "ready",
+        "memoryBudget": {
+            "totalBytes": state.budget.total(),
+            "availableBytes": state.budget.available(),
+        },
+    })))
 }
 
 /// `GET /metrics`: counters, gauges and histograms in the Prometheus text format. Open like the health

@@ -37,6 +37,8 @@ pub struct AppOptions {
     /// HTTPS; `TestApp::client` then trusts `root_certificate`.
     pub tls: Option<TlsSettings>,
     pub root_certificate: Option<PathBuf>,
+    pub memory_budget: u64,
+    pub memory_wait: std::time::Duration,
 }
 
 impl Default for AppOptions {
@@ -55,6 +57,8 @@ impl Default for AppOptions {
             connections: ConnectionLimits::default(),
             tls: None,
             root_certificate: None,
+            memory_budget: 64 * 1024 * 1024,
+            memory_wait: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -103,6 +107,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         access: options.access,
         connections: options.connections,
         tls: options.tls.clone(),
+        memory_budget: options.memory_budget,
+        memory_wait: options.memory_wait,
         ..Config::new(tenant)
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

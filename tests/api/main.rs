@@ -1,6 +1,7 @@
 //! Integration tests: the simulator and the gateway as real HTTP servers on loopback.
 
 mod auth;
+mod capacity;
 mod contract;
 mod errors;
 mod folders;

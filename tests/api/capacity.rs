@@ -1,0 +1,139 @@
+//! The memory budget: item bytes held across all requests stay within it.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mailbox_gateway::fts::synthetic_item;
+use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
+
+use crate::helpers::{json, problem, spawn_app_with, AppOptions};
+
+const MIB: usize = 1024 * 1024;
+
+fn small_budget() -> AppOptions {
+    AppOptions {
+        max_item_bytes: 4 * MIB as u64,
+        memory_budget: MIB as u64,
+        memory_wait: Duration::from_secs(1),
+        ..AppOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_fit_waits_briefly_then_gets_503_over_capacity() {
+    let app = spawn_app_with(small_budget()).await;
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", synthetic_item("warm", 1024))
+            .await
+            .status(),
+        201
+    );
+    app.simulator
+        .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(3)), 1);
+    let holding = app.create(DEMO.mailbox_id, "inbox", synthetic_item("big", 700 * 1024));
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.create(
+            DEMO.mailbox_id,
+            "inbox",
+            synthetic_item("second", 500 * 1024),
+        )
+        .await
+    };
+    let (holding, refused) = tokio::join!(holding, refused);
+    assert_eq!(holding.status(), 201);
+    assert_eq!(refused.headers()["retry-after"], "2");
+    problem(refused, 503, "over_capacity").await;
+    // Once the first import has been answered, its bytes are free again.
+    let ready: serde_json::Value =
+        json(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(ready["memoryBudget"]["totalBytes"], MIB);
+    assert_eq!(ready["memoryBudget"]["availableBytes"], MIB);
+    assert_eq!(
+        app.create(
+            DEMO.mailbox_id,
+            "inbox",
+            synthetic_item("second", 500 * 1024)
+        )
+        .await
+        .status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn an_item_larger_than_the_whole_budget_is_413_declared_or_chunked() {
+    let app = spawn_app_with(small_budget()).await;
+    let big = synthetic_item("big", 2 * MIB);
+    let body = problem(
+        app.create(DEMO.mailbox_id, "inbox", big.clone()).await,
+        413,
+        "item_too_large",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MAILBOX_GATEWAY_MEMORY_BUDGET"),
+        "{body}"
+    );
+
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let response = app
+        .client
+        .post(app.url(&format!(
+            "/v1/mailboxes/{}/folders/inbox/items",
+            DEMO.mailbox_id
+        )))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    problem(response, 413, "item_too_large").await;
+    assert_eq!(app.counters().graph_requests, 0);
+}
+
+#[tokio::test]
+async fn many_concurrent_uploads_under_a_small_budget_all_succeed_when_clients_retry() {
+    let app = spawn_app_with(AppOptions {
+        max_item_bytes: 4 * MIB as u64,
+        memory_budget: 2 * MIB as u64,
+        memory_wait: Duration::from_secs(1),
+        ..AppOptions::default()
+    })
+    .await;
+    let outcomes: Vec<(usize, u32)> = futures_util::stream::iter(0..16)
+        .map(|i| {
+            let app = &app;
+            async move {
+                let mut refused = 0;
+                loop {
+                    let response = app
+                        .create(
+                            DEMO.mailbox_id,
+                            "inbox",
+                            synthetic_item(&format!("item {i}"), 512 * 1024),
+                        )
+                        .await;
+                    match response.status().as_u16() {
+                        201 => return (i, refused),
+                        503 => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        other => panic!("unexpected {other}"),
+                    }
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(outcomes.len(), 16);
+    assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 16);
+}
