@@ -13,7 +13,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -209,8 +208,8 @@ pub async fn import_item_json(
         .grow(&mut reserved, decoded_len)
         .await
         .map_err(|_| ApiError::OverCapacity)?;
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(request.data.as_bytes())
+    let data = base64_simd::STANDARD
+        .decode_to_vec(request.data.as_bytes())
         .map_err(|e| ApiError::InvalidBase64(e.to_string()))?;
     drop(request.data);
     drop(raw);
