@@ -48,7 +48,8 @@ const SAMPLE_ITEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/welcome.
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
+    // Held until main returns, so the audit writer flushes every line before the process exits.
+    let _log_writers = init_logging();
     let outcome = match Cli::parse().command {
         Command::Serve {
             config,
@@ -153,7 +154,8 @@ fn sample_path() -> String {
 /// Logs to stderr, human-readable, or JSON with MAILBOX_GATEWAY_LOG_FORMAT=json; level from RUST_LOG.
 /// Audit events (target `audit`) go apart, one JSON object per line, to MAILBOX_GATEWAY_AUDIT_LOG:
 /// `stdout` (the default), `stderr`, `off`, or a file to append to.
-fn init_logging() {
+fn init_logging() -> Vec<tracing_appender::non_blocking::WorkerGuard> {
+    let mut guards = Vec::new();
     use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -167,23 +169,33 @@ fn init_logging() {
         fmt::layer().with_writer(std::io::stderr).boxed()
     }
     .with_filter(level.and(filter_fn(move |meta| !is_audit(meta))));
-    let audit_writer: Option<fmt::writer::BoxMakeWriter> =
+    let audit_target: Option<Box<dyn std::io::Write + Send>> =
         match std::env::var("MAILBOX_GATEWAY_AUDIT_LOG").as_deref() {
-            Err(_) | Ok("stdout") => Some(fmt::writer::BoxMakeWriter::new(std::io::stdout)),
-            Ok("stderr") => Some(fmt::writer::BoxMakeWriter::new(std::io::stderr)),
+            Err(_) | Ok("stdout") => Some(Box::new(std::io::stdout())),
+            Ok("stderr") => Some(Box::new(std::io::stderr())),
             Ok("off") => None,
             Ok(path) => match std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
             {
-                Ok(file) => Some(fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file))),
+                Ok(file) => Some(Box::new(file)),
                 Err(error) => {
                     eprintln!("error: cannot open MAILBOX_GATEWAY_AUDIT_LOG {path}: {error}");
                     std::process::exit(1);
                 }
             },
         };
+    // Audit lines are written by a thread of their own, so a request never waits on the disk or pipe;
+    // not lossy: when that thread falls behind, requests wait rather than an audit line being dropped.
+    let audit_writer = audit_target.map(|target| {
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("audit-log")
+            .finish(target);
+        guards.push(guard);
+        writer
+    });
     let audit_log = audit_writer.map(|writer| {
         fmt::layer()
             .json()
@@ -197,6 +209,7 @@ fn init_logging() {
         .with(debug_log)
         .with(audit_log)
         .init();
+    guards
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -126,6 +126,14 @@ async fn serve_simulate_prints_a_curl_line_that_imports_the_sample_item() {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
+    // The audit event comes out on stdout, one JSON object per line, apart from the debug log.
+    let audit = read_until(&mut child, "\"sha256\"").await;
+    let event: serde_json::Value =
+        serde_json::from_str(audit.lines().find(|l| l.contains("sha256")).unwrap()).unwrap();
+    assert_eq!(event["target"], "audit");
+    assert_eq!(event["client"], "anonymous");
+    assert_eq!(event["mode"], "create");
+    assert_eq!(event["status"], 201);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(
         body["itemId"].is_string() && body["changeKey"].is_string(),
