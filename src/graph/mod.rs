@@ -7,6 +7,7 @@
 mod body;
 mod error;
 mod pacing;
+mod per_mailbox;
 mod retry;
 mod sessions;
 

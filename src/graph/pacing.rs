@@ -7,13 +7,14 @@
 //! first out), and a `429` with `Retry-After` holds the whole mailbox until the time has passed instead of
 //! letting each queued request run into the same wall. Other mailboxes have their own gates.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::per_mailbox::PerMailbox;
 use super::{CallContext, ErrorKind, GraphError};
 use crate::config::Pacing;
 use crate::metrics::Metrics;
@@ -24,13 +25,11 @@ const UPLOAD_WINDOW: Duration = Duration::from_secs(5 * 60);
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The gates of all mailboxes.
-///
-/// A std `RwLock` guards the map, held only to find or insert a gate, never across an await.
 #[derive(Debug)]
 pub struct MailboxPacer {
     settings: Pacing,
     metrics: Arc<Metrics>,
-    gates: RwLock<HashMap<String, Arc<Gate>>>,
+    gates: PerMailbox<Gate>,
 }
 
 /// One mailbox's gate. Its std `Mutex`es are held for a read or an update, never across an await.
@@ -54,7 +53,7 @@ impl MailboxPacer {
         MailboxPacer {
             settings,
             metrics,
-            gates: RwLock::new(HashMap::new()),
+            gates: PerMailbox::default(),
         }
     }
 
@@ -70,16 +69,15 @@ impl MailboxPacer {
         let gate = self.gate(mailbox_id);
         let started = Instant::now();
         let action = || format!("waiting for {mailbox_id}'s turn");
-        if let Some(wait) = gate.hold_remaining() {
-            if !context.can_wait(wait) {
-                return Err(GraphError::new(
-                    action(),
-                    ErrorKind::Throttled {
-                        retry_after: Some(wait),
-                    },
-                ));
-            }
-        }
+        let throttled = |wait| {
+            GraphError::new(
+                action(),
+                ErrorKind::Throttled {
+                    retry_after: Some(wait),
+                },
+            )
+        };
+        gate.hold_within(context).map_err(throttled)?;
         if upload_bytes > 0 && self.settings.upload_bytes_per_5_min > 0 {
             self.reserve_upload(&gate, upload_bytes, context)
                 .await
@@ -103,15 +101,7 @@ impl MailboxPacer {
             })?
             .expect("mailbox semaphores are never closed");
         // A 429 may have arrived while this request queued; everyone waits it out, holding their turn.
-        if let Some(wait) = gate.hold_remaining() {
-            if !context.can_wait(wait) {
-                return Err(GraphError::new(
-                    action(),
-                    ErrorKind::Throttled {
-                        retry_after: Some(wait),
-                    },
-                ));
-            }
+        if let Some(wait) = gate.hold_within(context).map_err(throttled)? {
             tokio::time::sleep(wait).await;
         }
         self.metrics.queue_waited(started.elapsed());
@@ -167,35 +157,27 @@ impl MailboxPacer {
     }
 
     fn gate(&self, mailbox_id: &str) -> Arc<Gate> {
-        if let Some(gate) = self
-            .gates
-            .read()
-            .expect("gate map poisoned")
-            .get(mailbox_id)
-        {
-            return gate.clone();
-        }
         let concurrency = self.settings.mailbox_concurrency.max(1);
-        self.gates
-            .write()
-            .expect("gate map poisoned")
-            .entry(mailbox_id.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Gate {
-                    permits: Arc::new(Semaphore::new(concurrency)),
-                    held_until: Mutex::new(None),
-                    uploads: Mutex::new(VecDeque::new()),
-                })
-            })
-            .clone()
+        self.gates.get(mailbox_id, || Gate {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            held_until: Mutex::new(None),
+            uploads: Mutex::new(VecDeque::new()),
+        })
     }
 }
 
 impl Gate {
-    fn hold_remaining(&self) -> Option<Duration> {
+    /// What is left of a throttling hold, if it fits in the request's budget; else the whole wait, for
+    /// the client to hear when to come back.
+    fn hold_within(&self, context: &CallContext) -> Result<Option<Duration>, Duration> {
         let held = *self.held_until.lock().expect("gate poisoned");
-        held.and_then(|until| until.checked_duration_since(Instant::now()))
-            .filter(|wait| !wait.is_zero())
+        let wait = held
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+            .filter(|wait| !wait.is_zero());
+        match wait {
+            Some(wait) if !context.can_wait(wait) => Err(wait),
+            wait => Ok(wait),
+        }
     }
 }
 

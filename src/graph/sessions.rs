@@ -1,14 +1,14 @@
 //! Keeps one import session per mailbox, renews it before it expires, and creates it once however many
 //! requests race for it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use url::Url;
 
+use super::per_mailbox::PerMailbox;
 use crate::refresh::RefreshSlot;
 
 /// Renew a session this long before its `expirationDateTime` (at most; a short-lived session is renewed
@@ -56,13 +56,10 @@ impl std::fmt::Debug for ImportSession {
     }
 }
 
-/// The import sessions of all mailboxes.
-///
-/// A std `RwLock` guards the map: it is held only to find or insert a mailbox's slot, never across an
-/// await, so mailboxes do not contend on it for more than a lookup. Each slot refreshes single-flight.
+/// The import sessions of all mailboxes; each mailbox's slot refreshes single-flight.
 #[derive(Debug, Default)]
 pub struct SessionCache {
-    slots: RwLock<HashMap<String, Arc<RefreshSlot<ImportSession>>>>,
+    slots: PerMailbox<RefreshSlot<ImportSession>>,
 }
 
 impl SessionCache {
@@ -87,19 +84,6 @@ impl SessionCache {
     }
 
     fn slot(&self, mailbox_id: &str) -> Arc<RefreshSlot<ImportSession>> {
-        if let Some(slot) = self
-            .slots
-            .read()
-            .expect("session map poisoned")
-            .get(mailbox_id)
-        {
-            return slot.clone();
-        }
-        self.slots
-            .write()
-            .expect("session map poisoned")
-            .entry(mailbox_id.to_owned())
-            .or_default()
-            .clone()
+        self.slots.get(mailbox_id, RefreshSlot::new)
     }
 }
