@@ -154,8 +154,8 @@ fn sample_path() -> String {
 /// Logs to stderr, human-readable, or JSON with MAILBOX_GATEWAY_LOG_FORMAT=json; level from RUST_LOG.
 /// Audit events (target `audit`) go apart, one JSON object per line, to MAILBOX_GATEWAY_AUDIT_LOG:
 /// `stdout` (the default), `stderr`, `off`, or a file to append to.
-fn init_logging() -> Vec<tracing_appender::non_blocking::WorkerGuard> {
-    let mut guards = Vec::new();
+fn init_logging() -> LogGuards {
+    let mut guards = LogGuards::default();
     use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -193,7 +193,7 @@ fn init_logging() -> Vec<tracing_appender::non_blocking::WorkerGuard> {
             .lossy(false)
             .thread_name("audit-log")
             .finish(target);
-        guards.push(guard);
+        guards.writers.push(guard);
         writer
     });
     let audit_log = audit_writer.map(|writer| {
@@ -205,11 +205,71 @@ fn init_logging() -> Vec<tracing_appender::non_blocking::WorkerGuard> {
             .with_writer(writer)
             .with_filter(filter_fn(is_audit))
     });
+    #[cfg(feature = "otel")]
+    let trace_export = otel::layer().map(|(layer, provider)| {
+        guards.tracer = Some(provider);
+        layer
+    });
+    #[cfg(not(feature = "otel"))]
+    let trace_export: Option<tracing_subscriber::layer::Identity> = None;
     tracing_subscriber::registry()
         .with(debug_log)
         .with(audit_log)
+        .with(trace_export)
         .init();
     guards
+}
+
+/// What must live until `main` returns: the audit writer's thread (so every line is flushed) and, with
+/// the `otel` feature, the trace exporter (so the last spans are sent).
+#[derive(Default)]
+struct LogGuards {
+    writers: Vec<tracing_appender::non_blocking::WorkerGuard>,
+    #[cfg(feature = "otel")]
+    tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+#[cfg(feature = "otel")]
+impl Drop for LogGuards {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer.take() {
+            provider.shutdown().ok();
+        }
+    }
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP (cargo feature `otel`, off by default).
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// A layer exporting spans to `OTEL_EXPORTER_OTLP_ENDPOINT` (and the other standard `OTEL_*`
+    /// variables), or `None` when no endpoint is set.
+    pub fn layer<S>() -> Option<(tracing_opentelemetry::OpenTelemetryLayer<S, Tracer>, SdkTracerProvider)>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+        let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(exporter) => exporter,
+            Err(error) => {
+                eprintln!("warning: OpenTelemetry export is off: {error}");
+                return None;
+            }
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("mailbox-gateway")
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("mailbox-gateway");
+        Some((tracing_opentelemetry::layer().with_tracer(tracer), provider))
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -2096,3 +2096,150 @@ async fn lifetimes_changed_at_run_time_apply_to_tokens_and_sessions_issued_after
     assert_eq!(t.sim.behaviour().token_lifetime_secs, None);
     assert_eq!(t.token_and_lifetime().await.1, 60);
 }
+
+#[tokio::test]
+async fn sink_mode_checks_and_answers_as_usual_but_keeps_only_digests_and_counts_items_and_bytes() {
+    let (t, url, _) = spawn_importing().await;
+    let put = t
+        .http
+        .put(t.admin_url("behaviour"))
+        .json(&json!({"sink": true, "max_concurrent_per_mailbox": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    assert!(t.sim.behaviour().sink);
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let (a, b, c) = (item_stream("a"), item_stream("bb"), item_stream("ccc"));
+
+    let (status, first) = t.import(&url, &create_body(&inbox, &a)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, second) = t.import(&url, &create_body(&inbox, &b)).await;
+    assert_ne!(first["itemId"], second["itemId"], "fresh ids per item");
+    let update = json!({
+        "FolderId": inbox,
+        "Mode": "update",
+        "Data": STANDARD.encode(&c),
+        "ItemId": first["itemId"],
+        "ChangeKey": first["changeKey"],
+    });
+    let (status, updated) = t.import(&url, &update).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(updated["itemId"], first["itemId"]);
+    assert_ne!(updated["changeKey"], first["changeKey"]);
+
+    let items = t.sim.items(DEMO.mailbox_id);
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|item| item.data.is_empty()));
+    let digest = |data: &[u8]| -> [u8; 32] { Sha256::digest(data).into() };
+    assert_eq!(items[0].sha256, digest(&c));
+    assert_eq!(items[1].sha256, digest(&b));
+    let counters = t.sim.counters();
+    assert_eq!((counters.items_created, counters.items_updated), (2, 1));
+    assert_eq!(counters.sink_items, 3);
+    assert_eq!(counters.sink_bytes, (a.len() + b.len() + c.len()) as u64);
+
+    // Off again, items keep their data as before.
+    t.set(Behaviour::default());
+    t.import(&url, &create_body(&inbox, &a)).await;
+    let items = t.sim.items(DEMO.mailbox_id);
+    assert_eq!(&items[2].data[..], &a[..]);
+    assert_eq!(items[2].sha256, digest(&a));
+    assert_eq!(t.sim.counters().sink_items, 3);
+}
+
+#[tokio::test]
+async fn sink_mode_still_refuses_bad_authtokens_bodies_base64_and_item_streams() {
+    let (t, url, body) = spawn_importing().await;
+    t.set(Behaviour {
+        sink: true,
+        ..Behaviour::default()
+    });
+    let inbox = t.sim.folder_id(DEMO.mailbox_id, "inbox").unwrap();
+    let forged = format!("{}forged", url);
+    assert_eq!(t.import(&forged, &body).await.0, StatusCode::UNAUTHORIZED);
+    let mut truncated = item_stream("x");
+    truncated.pop();
+    for (bad, names) in [
+        (json!({"FolderId": inbox, "Mode": "create"}), "Data"),
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": "AAAA", "Extra": 1}),
+            "Extra",
+        ),
+        (
+            json!({"FolderId": inbox, "Mode": "create", "Data": "not base64!"}),
+            "base64",
+        ),
+        (create_body(&inbox, &truncated), "item stream"),
+    ] {
+        let (status, answer) = t.import(&url, &bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        let message = answer["Message"].as_str().unwrap();
+        assert!(message.contains(names), "{bad}: {message}");
+    }
+    assert!(t.sim.items(DEMO.mailbox_id).is_empty());
+    let counters = t.sim.counters();
+    assert_eq!((counters.sink_items, counters.sink_bytes), (0, 0));
+    assert_eq!(counters.imports_rejected_unauthorized, 1);
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_adds_mailboxes_that_graph_and_import_sessions_know() {
+    let t = spawn().await;
+    let url = t.admin_url("mailboxes");
+    let response = t
+        .http
+        .post(&url)
+        .json(&json!({"address": "bench01@contoso.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let added: Value = response.json().await.unwrap();
+    assert_eq!(added["address"], "bench01@contoso.com");
+    let mailbox_id = added["id"].as_str().unwrap().to_owned();
+    assert!(mailbox_id.starts_with("MBX:"), "{mailbox_id}");
+
+    let token = t.token().await;
+    let settings: Value = t
+        .graph_get(&token, "/users/BENCH01@contoso.com/settings/exchange")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["primaryMailboxId"], mailbox_id.as_str());
+    let inbox = t.sim.folder_id(&mailbox_id, "inbox").unwrap();
+    let import_url = t.import_url(&token, &mailbox_id).await;
+    let (status, _) = t
+        .import(&import_url, &create_body(&inbox, &item_stream("x")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(t.sim.items(&mailbox_id).len(), 1);
+
+    for (body, status, names) in [
+        (
+            json!({"address": "Bench01@Contoso.com"}),
+            StatusCode::CONFLICT,
+            "already",
+        ),
+        (
+            json!({"address": DEMO.mailbox_address}),
+            StatusCode::CONFLICT,
+            "already",
+        ),
+        (
+            json!({"address": "no-at-sign"}),
+            StatusCode::BAD_REQUEST,
+            "address",
+        ),
+        (json!({"adress": "x@y"}), StatusCode::BAD_REQUEST, "adress"),
+        (json!("x@y"), StatusCode::BAD_REQUEST, "new mailbox"),
+    ] {
+        let response = t.http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(names), "{body}: {error}");
+    }
+    assert_eq!(t.sim.items_per_mailbox().len(), 2, "nothing else was added");
+}

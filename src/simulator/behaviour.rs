@@ -76,6 +76,12 @@ pub struct Behaviour {
     /// Seed of the random choices, for reproducible runs; `None` seeds from the OS. Every
     /// `set_behaviour` restarts the sequence, so setting the same seed again replays it.
     pub seed: Option<u64>,
+    /// Sink mode, for benchmarks: importItem still checks the authtoken, the JSON field by field,
+    /// the base64 and the item stream's frames, and answers with fresh ids as usual, but keeps only
+    /// the SHA-256 of each item's data (stored items have empty `data`) and counts it in
+    /// `Counters::sink_items` and `sink_bytes`. Its memory then grows by a few hundred bytes per item
+    /// (ids and digest), not by the item.
+    pub sink: bool,
 }
 
 impl Default for Behaviour {
@@ -90,6 +96,7 @@ impl Default for Behaviour {
             token_lifetime_secs: None,
             session_lifetime_secs: None,
             seed: None,
+            sink: false,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Plays Exchange Online's pre-authenticated `importItem` endpoint: session check, strict body
 //! validation, and item create/update, with its non-Graph `{"Message": ...}` errors.
+//!
+//! In sink mode (`Behaviour::sink`) every check still runs, but a stored item keeps only its digest.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
@@ -12,7 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::state::Shared;
+use super::state::{self, Shared};
 use super::stream;
 
 /// `POST /api/gv1.0/Mailboxes('{mailboxId}')/importItem?authtoken=...`.
@@ -66,13 +69,15 @@ impl IntoResponse for ImportError {
 /// The documented body, and nothing else: unknown fields are refused, names are case-sensitive.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ImportBody {
+struct ImportBody<'a> {
     #[serde(rename = "FolderId")]
     folder_id: Option<String>,
     #[serde(rename = "Mode")]
     mode: Option<String>,
-    #[serde(rename = "Data")]
-    data: Option<String>,
+    /// Borrowed from the request body when it holds no escapes (base64 never needs one), so that a
+    /// large item's base64 is not copied before it is decoded.
+    #[serde(rename = "Data", borrow)]
+    data: Option<Cow<'a, str>>,
     #[serde(rename = "ItemId")]
     item_id: Option<String>,
     #[serde(rename = "ChangeKey")]
@@ -102,7 +107,7 @@ fn import(
     body: &[u8],
 ) -> Result<Response, ImportError> {
     // Authenticate first, as the service does; the authtoken never appears in a message.
-    let mailbox_id = {
+    let (mailbox_id, sink) = {
         let mut inner = shared.lock();
         inner.counters.import_requests += 1;
         let mailbox_id = segment
@@ -113,7 +118,7 @@ fn import(
         let session_mailbox = authtoken.and_then(|token| inner.session_mailbox(&token));
         match (mailbox_id, session_mailbox) {
             (Some(mailbox_id), Some(session_mailbox)) if mailbox_id == session_mailbox => {
-                mailbox_id
+                (mailbox_id, inner.config.behaviour.sink)
             }
             _ => {
                 inner.counters.imports_rejected_unauthorized += 1;
@@ -144,6 +149,12 @@ fn import(
     }
 
     let (folder_id, mode, data) = parse_body(body)?;
+    // Hashed before taking the lock, which every other request needs too.
+    let sha256 = state::digest(&data);
+    let data_len = data.len() as u64;
+    // In sink mode the data has been checked and is let go here, outside the lock; only its digest
+    // is kept.
+    let data = if sink { Bytes::new() } else { data };
 
     // Nothing awaits while the lock is held.
     let mut inner = shared.lock();
@@ -174,7 +185,7 @@ fn import(
     let mailbox = inner.mailbox_mut(&mailbox_id).expect("checked above");
     let (item_id, change_key, stored) = match mode {
         Mode::Create => {
-            let (item, duplicate) = mailbox.create_item(&folder_id, data);
+            let (item, duplicate) = mailbox.create_item(&folder_id, data, sha256);
             let stored = Stored::Created { duplicate };
             (item.item_id.clone(), item.change_key.clone(), stored)
         }
@@ -198,7 +209,7 @@ fn import(
                     "ErrorIrresolvableConflict: The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
                 ));
             }
-            let item = mailbox.replace_item(index, data);
+            let item = mailbox.replace_item(index, data, sha256);
             (
                 item.item_id.clone(),
                 item.change_key.clone(),
@@ -216,6 +227,10 @@ fn import(
             }
         }
         Stored::Updated => inner.counters.items_updated += 1,
+    }
+    if sink {
+        inner.counters.sink_items += 1;
+        inner.counters.sink_bytes += data_len;
     }
     drop(inner);
 

@@ -17,8 +17,15 @@
 //!
 //! - `GET` / `PUT /_simulator/behaviour` (the [`Behaviour`] as JSON; a PUT replaces it, 400
 //!   `{"error": ...}` on an invalid one),
-//! - `GET /_simulator/counters` (the [`Counters`] as JSON).
+//! - `GET /_simulator/counters` (the [`Counters`] as JSON),
+//! - `POST /_simulator/mailboxes` with `{"address": ...}` (adds a user and its mailbox like
+//!   [`Simulator::add_mailbox`]; `201` with `{"id", "address"}`, `409` if the address is taken; module
+//!   `admin`).
+//!
+//! For benchmarks, `Behaviour::sink` turns importItem into a sink: it checks everything as usual but
+//! keeps only a digest of each item.
 
+mod admin;
 mod behaviour;
 mod faults;
 mod graph;
@@ -125,6 +132,10 @@ pub struct Counters {
     /// Requests that arrived while their mailbox's concurrency limit was already reached (and were
     /// refused with 429): how often a client exceeded the limit.
     pub concurrency_violations: u64,
+    /// Items created or updated while `Behaviour::sink` was on (their data was checked, then dropped).
+    pub sink_items: u64,
+    /// Decoded bytes of those items.
+    pub sink_bytes: u64,
 }
 
 /// An item as the simulated mailbox stores it.
@@ -133,8 +144,11 @@ pub struct StoredItem {
     pub item_id: String,
     pub change_key: String,
     pub folder_id: String,
-    /// The decoded item stream, exactly as imported.
+    /// The decoded item stream, exactly as imported; empty when it was imported in sink mode
+    /// (`Behaviour::sink`).
     pub data: bytes::Bytes,
+    /// SHA-256 of the decoded item stream (kept in sink mode too).
+    pub sha256: [u8; 32],
     /// 1 when created, +1 per update.
     pub version: u32,
 }
@@ -212,10 +226,10 @@ impl Simulator {
     ///
     /// Panics if the address is taken (a test bug).
     pub fn add_mailbox(&self, address: &str) -> String {
-        let mut inner = self.shared.lock();
-        let mailbox_id = state::new_mailbox_id(&inner.tenant_id);
-        inner.create_user(state::new_user_id(), address, mailbox_id.clone());
-        mailbox_id
+        self.shared
+            .lock()
+            .add_user(address)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Creates the auto-expanded archive of a primary mailbox (with the standard folders) and returns
@@ -390,6 +404,7 @@ fn router(shared: Arc<Shared>) -> Router {
             get(behaviour::get_behaviour).put(behaviour::put_behaviour),
         )
         .route("/_simulator/counters", get(behaviour::get_counters))
+        .route("/_simulator/mailboxes", post(admin::add_mailbox))
         .fallback(graph::unknown_resource)
         .method_not_allowed_fallback(graph::method_not_allowed)
         // Outermost, so that every response, errors and fallbacks included, carries a request-id.

@@ -193,6 +193,17 @@ impl Inner {
         });
     }
 
+    /// Creates a user `address` with a fresh mailbox holding the standard folders and returns the
+    /// mailbox id, or says why not: the address is taken (case-insensitive, as Entra treats UPNs).
+    pub fn add_user(&mut self, address: &str) -> Result<String, String> {
+        if self.user(address).is_some() {
+            return Err(format!("the simulator already has a user {address}"));
+        }
+        let mailbox_id = new_mailbox_id(&self.tenant_id);
+        self.create_user(new_user_id(), address, mailbox_id.clone());
+        Ok(mailbox_id)
+    }
+
     /// Finds a user by object id or by address (case-insensitive, as Entra treats UPNs).
     pub fn user(&self, id_or_upn: &str) -> Option<&User> {
         self.users.iter().find(|u| {
@@ -384,9 +395,15 @@ impl Mailbox {
             .count()
     }
 
-    /// Stores a new item; also says whether the mailbox already held an item with the same data.
-    pub fn create_item(&mut self, folder_id: &str, data: Bytes) -> (&StoredItem, bool) {
-        let holders = self.digests.entry(digest(&data)).or_default();
+    /// Stores a new item whose data has SHA-256 `sha256`; also says whether the mailbox already held
+    /// an item with the same data. The digest is computed by the caller, outside the state lock.
+    pub fn create_item(
+        &mut self,
+        folder_id: &str,
+        data: Bytes,
+        sha256: [u8; 32],
+    ) -> (&StoredItem, bool) {
+        let holders = self.digests.entry(sha256).or_default();
         let duplicate = *holders > 0;
         *holders += 1;
         self.items.push(StoredItem {
@@ -394,30 +411,33 @@ impl Mailbox {
             change_key: new_change_key(),
             folder_id: folder_id.to_owned(),
             data,
+            sha256,
             version: 1,
         });
         (self.items.last().expect("just pushed"), duplicate)
     }
 
     /// Replaces the data of the item at `index` (an update is a full replace) with a new change key.
-    pub fn replace_item(&mut self, index: usize, data: Bytes) -> &StoredItem {
-        let old = digest(&self.items[index].data);
+    pub fn replace_item(&mut self, index: usize, data: Bytes, sha256: [u8; 32]) -> &StoredItem {
+        let old = self.items[index].sha256;
         if let Some(holders) = self.digests.get_mut(&old) {
             *holders -= 1;
             if *holders == 0 {
                 self.digests.remove(&old);
             }
         }
-        *self.digests.entry(digest(&data)).or_default() += 1;
+        *self.digests.entry(sha256).or_default() += 1;
         let item = &mut self.items[index];
         item.data = data;
+        item.sha256 = sha256;
         item.change_key = new_change_key();
         item.version += 1;
         item
     }
 }
 
-fn digest(data: &[u8]) -> [u8; 32] {
+/// The SHA-256 of an item's data, by which duplicates are recognised.
+pub(crate) fn digest(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
