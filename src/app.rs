@@ -28,6 +28,8 @@ pub struct AppState {
     pub max_item_bytes: u64,
     /// Item bytes held in memory across all requests.
     pub budget: MemoryBudget,
+    /// Whether audit lines carry the item's SHA-256.
+    pub audit_digest: bool,
     /// Longest pause in a client's upload.
     pub client_body_timeout: Duration,
     /// The retry budget each client request gets.
@@ -58,6 +60,7 @@ impl AppState {
             )?),
             metrics,
             max_item_bytes: config.max_item_bytes,
+            audit_digest: config.audit_digest,
             budget: MemoryBudget::new(
                 usize::try_from(config.memory_budget).unwrap_or(usize::MAX),
                 config.memory_wait,

@@ -66,6 +66,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "longest wait for room in the memory budget",
     ),
     (
+        "MAILBOX_GATEWAY_AUDIT_DIGEST",
+        "sha256 (default) or off: the item digest in audit lines",
+    ),
+    (
         "MAILBOX_GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECS",
         "upstream connect timeout",
     ),
@@ -178,6 +182,8 @@ pub struct Config {
     pub memory_budget: u64,
     /// Longest wait for room in the memory budget before `503 over_capacity`.
     pub memory_wait: Duration,
+    /// Whether audit lines carry the item's SHA-256.
+    pub audit_digest: bool,
     /// Upstream and client timeouts.
     pub timeouts: Timeouts,
     /// How much retrying one client request may do.
@@ -646,6 +652,16 @@ impl Config {
         Ok(Config {
             memory_budget,
             memory_wait: secs("MAILBOX_GATEWAY_MEMORY_WAIT_SECS", DEFAULT_MEMORY_WAIT)?,
+            audit_digest: parse_or(
+                sources,
+                "MAILBOX_GATEWAY_AUDIT_DIGEST",
+                "sha256",
+                |v| match v {
+                    "sha256" => Ok(true),
+                    "off" => Ok(false),
+                    _ => Err("must be sha256 or off".into()),
+                },
+            )?,
             access,
             connections,
             tls,
@@ -673,6 +689,7 @@ impl Config {
             max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             memory_wait: DEFAULT_MEMORY_WAIT,
+            audit_digest: true,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             pacing: Pacing::default(),

@@ -140,6 +140,11 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        self.classify().0
+    }
+
     /// The stable code clients branch on.
     pub fn code(&self) -> &'static str {
         self.classify().1

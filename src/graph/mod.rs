@@ -418,7 +418,7 @@ impl GraphClient {
         // No Authorization header: the importUrl is pre-authenticated.
         let response = self
             .http
-            .post(session.url())
+            .post(session.url().clone())
             .header(CONTENT_TYPE, "application/json")
             .header("client-request-id", &context.request_id)
             .timeout(self.timeouts.request + IMPORT_TIME_PER_MIB * mib)

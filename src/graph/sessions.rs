@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use url::Url;
 
@@ -18,8 +17,9 @@ pub const SESSION_RENEW_MARGIN: Duration = Duration::from_secs(60);
 /// An import session: a pre-authenticated `importUrl` and when to stop using it.
 #[derive(Clone)]
 pub struct ImportSession {
-    /// The importUrl; its `authtoken` query parameter is a bearer credential.
-    url: Arc<SecretString>,
+    /// The importUrl, parsed once; its `authtoken` query parameter is a bearer credential, so this type's
+    /// `Debug` never prints it and nothing else exposes it but [`ImportSession::url`].
+    url: Arc<Url>,
     renew_at: Instant,
 }
 
@@ -27,14 +27,14 @@ impl ImportSession {
     /// A session whose `importUrl` expires `lifetime` from now.
     pub fn new(import_url: &Url, lifetime: Duration) -> ImportSession {
         ImportSession {
-            url: Arc::new(SecretString::from(import_url.as_str().to_owned())),
+            url: Arc::new(import_url.clone()),
             renew_at: Instant::now() + lifetime - SESSION_RENEW_MARGIN.min(lifetime / 4),
         }
     }
 
     /// The importUrl, to post to. Never log it.
-    pub fn url(&self) -> &str {
-        self.url.expose_secret()
+    pub fn url(&self) -> &Url {
+        &self.url
     }
 
     /// Whether the session is still good to send an item on (not within its renewal margin).
