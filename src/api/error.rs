@@ -99,10 +99,7 @@ impl From<GraphError> for ApiError {
 
 impl From<axum::extract::rejection::PathRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
-        ApiError::InvalidBody(format!(
-            "the URL path could not be read: {}",
-            rejection.body_text()
-        ))
+        ApiError::InvalidPath(rejection.body_text())
     }
 }
 

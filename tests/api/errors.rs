@@ -224,3 +224,25 @@ async fn the_request_id_is_taken_from_the_client_when_sane_and_echoed() {
     let body = problem(response, 404, "route_not_found").await;
     assert_eq!(body["requestId"], id.as_str());
 }
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_is_400_invalid_path() {
+    let app = spawn_app().await;
+    let listing = app
+        .client
+        .get(app.url("/v1/mailboxes/%FF/folders"))
+        .send()
+        .await
+        .unwrap();
+    problem(listing, 400, "invalid_path").await;
+    let create = app
+        .client
+        .post(app.url("/v1/mailboxes/adele@contoso.com/folders/%C0%AF/items"))
+        .header("content-type", "application/octet-stream")
+        .body(item("x"))
+        .send()
+        .await
+        .unwrap();
+    problem(create, 400, "invalid_path").await;
+    assert_eq!(app.counters().graph_requests, 0);
+}
