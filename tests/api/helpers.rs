@@ -39,6 +39,8 @@ pub struct AppOptions {
     pub root_certificate: Option<PathBuf>,
     pub memory_budget: u64,
     pub memory_wait: std::time::Duration,
+    /// `None`: the simulator's Graph.
+    pub graph_url: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -59,6 +61,7 @@ impl Default for AppOptions {
             root_certificate: None,
             memory_budget: 64 * 1024 * 1024,
             memory_wait: std::time::Duration::from_secs(5),
+            graph_url: None,
         }
     }
 }
@@ -94,7 +97,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             CredentialConfig::Secret(SecretString::from(DEMO.client_secret.to_owned()))
         }),
         authority_host: base.parse().unwrap(),
-        graph_url: simulator.graph_url().parse().unwrap(),
+        graph_url: options
+            .graph_url
+            .clone()
+            .unwrap_or_else(|| simulator.graph_url())
+            .parse()
+            .unwrap(),
         import_hosts: ImportHosts::parse(options.import_hosts.as_deref().unwrap_or(&base)).unwrap(),
     };
     let config = Config {

@@ -523,3 +523,83 @@ async fn cleartext_http2_is_served_too() {
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), 200);
 }
+
+/// A stand-in for Graph that redirects every request, to the same origin or elsewhere.
+async fn redirecting_graph(to_other_origin: bool) -> (String, Arc<Mutex<Vec<String>>>) {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    let elsewhere_saw = Arc::new(Mutex::new(Vec::new()));
+    let seen = elsewhere_saw.clone();
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_url = format!("http://{}", elsewhere.local_addr().unwrap());
+    tokio::spawn(async move {
+        let router = axum::Router::new().fallback(move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let authorization = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                seen.lock().unwrap().push(authorization.unwrap_or_default());
+                (StatusCode::OK, r#"{"value":[]}"#)
+            }
+        });
+        axum::serve(elsewhere, router).await.unwrap();
+    });
+    let graph = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let graph_url = format!("http://{}/v1.0", graph.local_addr().unwrap());
+    tokio::spawn(async move {
+        let router = axum::Router::new()
+            .route(
+                "/moved/folders",
+                axum::routing::get(|| async { (StatusCode::OK, r#"{"value":[{"id":"AQ=="}]}"#) }),
+            )
+            .fallback(move |uri: Uri| {
+                let target = if to_other_origin {
+                    format!("{elsewhere_url}{}", uri.path())
+                } else {
+                    "/moved/folders".to_owned()
+                };
+                async move { (StatusCode::PERMANENT_REDIRECT, [("location", target)]) }
+            });
+        axum::serve(graph, router).await.unwrap();
+    });
+    (graph_url, elsewhere_saw)
+}
+
+#[tokio::test]
+async fn graph_redirects_are_followed_within_graphs_origin_only() {
+    let (graph_url, elsewhere_saw) = redirecting_graph(true).await;
+    let app = spawn_app_with(AppOptions {
+        graph_url: Some(graph_url),
+        ..AppOptions::default()
+    })
+    .await;
+    let folders = app
+        .client
+        .get(app.url(&format!("/v1/mailboxes/{}/folders", DEMO.mailbox_id)))
+        .send()
+        .await
+        .unwrap();
+    problem(folders, 502, "upstream_error").await;
+    assert!(
+        elsewhere_saw.lock().unwrap().is_empty(),
+        "the bearer token never went to another origin"
+    );
+
+    let (graph_url, _) = redirecting_graph(false).await;
+    let app = spawn_app_with(AppOptions {
+        graph_url: Some(graph_url),
+        ..AppOptions::default()
+    })
+    .await;
+    let folders = app
+        .client
+        .get(app.url(&format!("/v1/mailboxes/{}/folders", DEMO.mailbox_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(folders.status(), 200, "a same-origin redirect is followed");
+    assert_eq!(
+        folders.json::<serde_json::Value>().await.unwrap()["value"][0]["id"],
+        "AQ=="
+    );
+}
