@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use mailbox_gateway::fts::synthetic_item;
 use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
 
-use crate::helpers::{json, problem, spawn_app_with, AppOptions};
+use crate::helpers::{chunked, json, problem, spawn_app_with, AppOptions};
 
 const MIB: usize = 1024 * 1024;
 
@@ -79,18 +79,11 @@ async fn an_item_larger_than_the_whole_budget_is_413_declared_or_chunked() {
         "{body}"
     );
 
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let response = app
         .client
-        .post(app.url(&format!(
-            "/v1/mailboxes/{}/folders/inbox/items",
-            DEMO.mailbox_id
-        )))
+        .post(app.inbox_items_url(DEMO.mailbox_id))
         .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+        .body(chunked(&big, 64 * 1024))
         .send()
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 use mailbox_gateway::simulator::DEMO;
 
-use crate::helpers::{item, problem, spawn_app, spawn_app_with, AppOptions};
+use crate::helpers::{chunked, item, problem, spawn_app, spawn_app_with, AppOptions};
 
 #[tokio::test]
 async fn malformed_ids_are_rejected_with_400_before_any_graph_call() {
@@ -66,10 +66,7 @@ async fn a_wrong_content_type_is_rejected_with_415() {
     for content_type in [None, Some("application/json"), Some("text/plain")] {
         let mut request = app
             .client
-            .post(app.url(&format!(
-                "/v1/mailboxes/{}/folders/inbox/items",
-                DEMO.mailbox_address
-            )))
+            .post(app.inbox_items_url(DEMO.mailbox_address))
             .body(item("x"));
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
@@ -108,18 +105,11 @@ async fn an_item_over_the_limit_is_rejected_with_413_declared_or_streamed() {
     assert!(body["detail"].as_str().unwrap().contains("4096"));
 
     // Chunked, so no Content-Length announces the size: the limit is enforced while reading.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.chunks(1000).map(|c| Ok(c.to_vec())).collect();
     let response = app
         .client
-        .post(app.url(&format!(
-            "/v1/mailboxes/{}/folders/inbox/items",
-            DEMO.mailbox_address
-        )))
+        .post(app.inbox_items_url(DEMO.mailbox_address))
         .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+        .body(chunked(&big, 1000))
         .send()
         .await
         .unwrap();

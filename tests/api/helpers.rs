@@ -165,6 +165,14 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// The URL of a mailbox's inbox items route, for requests the helpers below do not make.
+    pub fn inbox_items_url(&self, mailbox: &str) -> String {
+        self.url(&format!(
+            "/v1/mailboxes/{}/folders/inbox/items",
+            encode(mailbox)
+        ))
+    }
+
     pub fn counters(&self) -> Counters {
         self.simulator.counters()
     }
@@ -257,4 +265,11 @@ pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> se
     assert!(!body["title"].as_str().unwrap().is_empty());
     assert!(!body["detail"].as_str().unwrap().is_empty());
     body
+}
+
+/// `bytes` as a chunked body (no Content-Length announces its size), `chunk` bytes at a time.
+pub fn chunked(bytes: &[u8], chunk: usize) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(chunk).map(|c| Ok(c.to_vec())).collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
 }

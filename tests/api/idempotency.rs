@@ -8,10 +8,7 @@ use crate::helpers::{item, json, problem, spawn_app, TestApp};
 
 async fn create_with_key(app: &TestApp, key: &str, subject: &str) -> reqwest::Response {
     app.client
-        .post(app.url(&format!(
-            "/v1/mailboxes/{}/folders/inbox/items",
-            DEMO.mailbox_id
-        )))
+        .post(app.inbox_items_url(DEMO.mailbox_id))
         .header("content-type", "application/octet-stream")
         .header("idempotency-key", key)
         .body(item(subject))
@@ -95,10 +92,7 @@ async fn a_client_that_hangs_up_does_not_cancel_the_import_and_its_retry_gets_th
         .build()
         .unwrap();
     let gave_up = impatient
-        .post(app.url(&format!(
-            "/v1/mailboxes/{}/folders/inbox/items",
-            DEMO.mailbox_id
-        )))
+        .post(app.inbox_items_url(DEMO.mailbox_id))
         .header("content-type", "application/octet-stream")
         .header("idempotency-key", "k-hangup")
         .body(item("hang up"))

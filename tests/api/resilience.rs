@@ -184,10 +184,7 @@ async fn an_upload_that_stalls_is_cut_off_with_408() {
     });
     let response = app
         .client
-        .post(app.url(&format!(
-            "/v1/mailboxes/{}/folders/inbox/items",
-            DEMO.mailbox_address
-        )))
+        .post(app.inbox_items_url(DEMO.mailbox_address))
         .header("content-type", "application/octet-stream")
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
@@ -209,13 +206,7 @@ async fn shutdown_lets_in_flight_imports_finish_and_answers_them() {
     app.simulator
         .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(1)), 1);
     let in_flight = {
-        let (client, url) = (
-            app.client.clone(),
-            app.url(&format!(
-                "/v1/mailboxes/{}/folders/inbox/items",
-                DEMO.mailbox_id
-            )),
-        );
+        let (client, url) = (app.client.clone(), app.inbox_items_url(DEMO.mailbox_id));
         tokio::spawn(async move {
             client
                 .post(url)

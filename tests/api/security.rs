@@ -84,7 +84,7 @@ fn rsa_key(name: &str) -> EncodingKey {
 
 async fn create_as(app: &TestApp, bearer: &str, mailbox: &str) -> reqwest::Response {
     client(Some(bearer), None)
-        .post(app.url(&format!("/v1/mailboxes/{mailbox}/folders/inbox/items")))
+        .post(app.inbox_items_url(mailbox))
         .header("content-type", "application/octet-stream")
         .body(item("secure"))
         .send()
@@ -135,10 +135,7 @@ async fn a_wrong_api_key_is_401_and_a_right_one_works_as_bearer_or_x_api_key() {
         201
     );
     let with_header = reqwest::Client::new()
-        .post(app.url(&format!(
-            "/v1/mailboxes/{}/folders/inbox/items",
-            DEMO.mailbox_address
-        )))
+        .post(app.inbox_items_url(DEMO.mailbox_address))
         .header("content-type", "application/octet-stream")
         .header("x-api-key", "appliance-key-0123456789")
         .body(item("x"))
@@ -414,10 +411,7 @@ async fn a_body_far_over_the_limit_is_refused_without_being_buffered() {
         .take(10 * 1024);
     let response = app
         .client
-        .post(app.url(&format!(
-            "/v1/mailboxes/{}/folders/inbox/items",
-            DEMO.mailbox_address
-        )))
+        .post(app.inbox_items_url(DEMO.mailbox_address))
         .header("content-type", "application/octet-stream")
         .body(reqwest::Body::wrap_stream(endless))
         .send()
