@@ -1,24 +1,26 @@
 //! Holds one cached value (a token, an import session) and refreshes it single-flight.
 //!
-//! Readers take a std `Mutex` for a clone of the current value: nothing awaits while it is held, so it
-//! is never contended for long. Refreshing takes a tokio `Mutex` that is held across the upstream call,
-//! so that a hundred requests arriving with no usable value cause one refresh while the other
-//! ninety-nine wait for its result instead of each asking the upstream.
+//! Readers load the current value through an `ArcSwap`, without a lock, so a tenant's token, which every
+//! request of every mailbox reads, is not a point all requests contend on. Refreshing takes a tokio
+//! `Mutex` that is held across the upstream call, so that a hundred requests arriving with no usable value
+//! cause one refresh while the other ninety-nine wait for its result instead of each asking the upstream.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 /// A slot for one value that goes stale, with single-flight refresh.
 #[derive(Debug)]
 pub struct RefreshSlot<T> {
-    current: Mutex<Option<T>>,
+    current: ArcSwapOption<T>,
     refreshing: tokio::sync::Mutex<()>,
 }
 
 impl<T> Default for RefreshSlot<T> {
     fn default() -> Self {
         RefreshSlot {
-            current: Mutex::new(None),
+            current: ArcSwapOption::empty(),
             refreshing: tokio::sync::Mutex::new(()),
         }
     }
@@ -52,22 +54,22 @@ impl<T: Clone> RefreshSlot<T> {
             return Ok(value);
         }
         let value = refresh().await?;
-        *self.current.lock().expect("refresh slot poisoned") = Some(value.clone());
+        self.current.store(Some(Arc::new(value.clone())));
         Ok(value)
     }
 
     /// Drops the current value if `is_stale` says so, typically because the upstream refused it.
     /// Comparing first keeps a value that another caller has already refreshed.
     pub fn invalidate_if(&self, is_stale: impl Fn(&T) -> bool) {
-        let mut current = self.current.lock().expect("refresh slot poisoned");
-        if current.as_ref().is_some_and(is_stale) {
-            *current = None;
-        }
+        self.current.rcu(|current| match current {
+            Some(value) if is_stale(value) => None,
+            other => other.clone(),
+        });
     }
 
     fn usable(&self, usable: &impl Fn(&T) -> bool) -> Option<T> {
-        let current = self.current.lock().expect("refresh slot poisoned");
-        current.as_ref().filter(|value| usable(value)).cloned()
+        let current = self.current.load();
+        current.as_deref().filter(|value| usable(value)).cloned()
     }
 }
 
