@@ -8,8 +8,7 @@ mod helpers;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use helpers::{fixture, item, spawn_app_with, AppOptions};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use helpers::{federated_token, fixture, item, spawn_app_with, trust_federated_issuer, AppOptions};
 use mailbox_gateway::access::parse_rules;
 use mailbox_gateway::config::{AccessConfig, AuthConfig, CertificateAlgorithm, CredentialConfig};
 use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
@@ -26,18 +25,6 @@ impl Write for Captured {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn federated_token() -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = serde_json::json!({
-        "iss": "https://oidc.test.cluster", "sub": "system:serviceaccount:restore:gateway",
-        "aud": "api://AzureADTokenExchange", "iat": now, "nbf": now, "exp": now + 3600, "jti": "leak-test",
-    });
-    let key =
-        EncodingKey::from_rsa_pem(&std::fs::read(fixture("federated-issuer-key.pem")).unwrap())
-            .unwrap();
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
 }
 
 /// A response's headers and body, as the client saw them.
@@ -100,7 +87,7 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
 
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    let federated = federated_token();
+    let federated = federated_token("leak-test");
     std::fs::write(&token_file, &federated).unwrap();
     let key_pem = std::fs::read_to_string(fixture("app-cert-and-key.pem")).unwrap();
 
@@ -146,11 +133,7 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
         })
         .await;
         app.simulator.register_certificate(&key_pem);
-        app.simulator.register_federated_issuer(
-            "https://oidc.test.cluster",
-            "system:serviceaccount:restore:gateway",
-            &std::fs::read_to_string(fixture("federated-issuer-pub.pem")).unwrap(),
-        );
+        trust_federated_issuer(&app.simulator);
         seen.push_str(&exercise(&app).await);
         assert!(app.counters().items_created >= 2, "the flow ran");
         credentials.extend(app.simulator.issued_credentials());

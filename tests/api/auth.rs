@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mailbox_gateway::config::{CertificateAlgorithm, CredentialConfig};
 use mailbox_gateway::simulator::{SimulatorConfig, DEMO};
 use secrecy::SecretString;
 
-use crate::helpers::{fixture, item, problem, spawn_app, spawn_app_with, AppOptions};
+use crate::helpers::{
+    federated_token, fixture, item, problem, spawn_app, spawn_app_with, trust_federated_issuer,
+    AppOptions,
+};
 
 fn certificate(algorithm: CertificateAlgorithm) -> AppOptions {
     AppOptions {
@@ -89,19 +91,6 @@ async fn a_wrong_secret_surfaces_aadsts7000215_and_never_the_secret() {
     assert!(!body.to_string().contains(secret));
 }
 
-/// A federated token as a Kubernetes projected service-account token would be, signed by the test issuer.
-fn federated_token(jti: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = serde_json::json!({
-        "iss": "https://oidc.test.cluster", "sub": "system:serviceaccount:restore:gateway",
-        "aud": "api://AzureADTokenExchange", "iat": now, "nbf": now, "exp": now + 3600, "jti": jti,
-    });
-    let key =
-        EncodingKey::from_rsa_pem(&std::fs::read(fixture("federated-issuer-key.pem")).unwrap())
-            .unwrap();
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
-}
-
 #[tokio::test]
 async fn a_federated_token_file_is_read_again_for_every_token_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,11 +101,7 @@ async fn a_federated_token_file_is_read_again_for_every_token_request() {
         ..AppOptions::default()
     })
     .await;
-    app.simulator.register_federated_issuer(
-        "https://oidc.test.cluster",
-        "system:serviceaccount:restore:gateway",
-        &std::fs::read_to_string(fixture("federated-issuer-pub.pem")).unwrap(),
-    );
+    trust_federated_issuer(&app.simulator);
     let refused = app.client.get(app.url("/readyz")).send().await.unwrap();
     problem(refused, 503, "not_ready").await;
 

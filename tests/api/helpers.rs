@@ -273,3 +273,27 @@ pub fn chunked(bytes: &[u8], chunk: usize) -> reqwest::Body {
         bytes.chunks(chunk).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
 }
+
+/// The issuer and subject of the test's federated (workload identity) tokens.
+const FEDERATED_ISSUER: &str = "https://oidc.test.cluster";
+const FEDERATED_SUBJECT: &str = "system:serviceaccount:restore:gateway";
+
+/// A federated token as a Kubernetes projected service-account token would be, signed by the test
+/// issuer's key.
+pub fn federated_token(jti: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": FEDERATED_ISSUER, "sub": FEDERATED_SUBJECT,
+        "aud": "api://AzureADTokenExchange", "iat": now, "nbf": now, "exp": now + 3600, "jti": jti,
+    });
+    let pem = std::fs::read(fixture("federated-issuer-key.pem")).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+/// Makes the simulator trust the test issuer's federated tokens for the demo app.
+pub fn trust_federated_issuer(simulator: &Simulator) {
+    let public_key = std::fs::read_to_string(fixture("federated-issuer-pub.pem")).unwrap();
+    simulator.register_federated_issuer(FEDERATED_ISSUER, FEDERATED_SUBJECT, &public_key);
+}
