@@ -97,7 +97,8 @@ pub async fn read_body(
     Ok((buffer.freeze(), reservation))
 }
 
-async fn reserve(
+/// Reserves `bytes` more of the memory budget: 413 when they can never fit, 503 when no room came in time.
+pub async fn reserve(
     budget: &MemoryBudget,
     reservation: &mut Reservation,
     bytes: usize,

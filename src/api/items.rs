@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::input::{
-    idempotency_key, if_match_change_key, read_body, require_content_type, BodyLimits,
+    idempotency_key, if_match_change_key, read_body, require_content_type, reserve, BodyLimits,
 };
 use super::request_id::carry_request_id;
 use super::{authorize, ApiError};
@@ -203,11 +203,7 @@ pub async fn import_item_json(
     };
     // The decoded item exists beside its base64 for a moment: reserve it too, then give back the JSON.
     let decoded_len = request.data.len() / 4 * 3;
-    state
-        .budget
-        .grow(&mut reserved, decoded_len)
-        .await
-        .map_err(|_| ApiError::OverCapacity)?;
+    reserve(&state.budget, &mut reserved, decoded_len).await?;
     let data = base64_simd::STANDARD
         .decode_to_vec(request.data.as_bytes())
         .map_err(|e| ApiError::InvalidBase64(e.to_string()))?;
