@@ -7,6 +7,7 @@ pub mod access;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod batch_writer;
 pub mod budget;
 pub mod config;
 pub mod fts;

@@ -191,13 +191,11 @@ fn init_logging() -> LogGuards {
                 }
             },
         };
-    // Audit lines are written by a thread of their own, so a request never waits on the disk or pipe;
-    // not lossy: when that thread falls behind, requests wait rather than an audit line being dropped.
+    // Audit lines are handed to a thread of their own without a syscall, and that thread writes them in
+    // batches (at most about 20 ms later), so a request never waits on the disk or pipe. Not lossy: when
+    // that thread falls behind, requests wait rather than an audit line being dropped.
     let audit_writer = audit_target.map(|target| {
-        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .thread_name("audit-log")
-            .finish(target);
+        let (writer, guard) = mailbox_gateway::batch_writer::spawn(target, "audit-log");
         guards.writers.push(guard);
         writer
     });
@@ -229,7 +227,7 @@ fn init_logging() -> LogGuards {
 /// the `otel` feature, the trace exporter (so the last spans are sent).
 #[derive(Default)]
 struct LogGuards {
-    writers: Vec<tracing_appender::non_blocking::WorkerGuard>,
+    writers: Vec<mailbox_gateway::batch_writer::BatchGuard>,
     #[cfg(feature = "otel")]
     tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
