@@ -15,9 +15,22 @@ use crate::graph::GraphClient;
 use crate::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
 
-/// What every request handler shares: a cheap `Clone` of `Arc`s.
+/// What every request handler shares: one `Arc`, so the clones axum makes per request and per layer
+/// cost one reference count each.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The gateway's state behind [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// The tenant's Graph client, with its token, sessions, resolved ids and mailbox pacing.
     pub graph: Arc<GraphClient>,
     /// Who may call, and what each client may touch.
@@ -39,7 +52,7 @@ pub struct AppState {
     /// Imports run as tasks of their own (so a client hanging up does not cancel them); shutdown waits
     /// for them.
     pub tasks: TaskTracker,
-    shutting_down: Arc<AtomicBool>,
+    shutting_down: AtomicBool,
 }
 
 impl AppState {
@@ -50,7 +63,7 @@ impl AppState {
         if access.is_open() && !config.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.listen, "CLIENT AUTHENTICATION IS OFF on a non-loopback address: anyone who can reach it can write into every mailbox");
         }
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             access: Arc::new(access),
             graph: Arc::new(GraphClient::new(
                 &config.tenant,
@@ -69,8 +82,8 @@ impl AppState {
             retry: config.retry,
             idempotency: IdempotencyStore::new(config.idempotency),
             tasks: TaskTracker::new(),
-            shutting_down: Arc::new(AtomicBool::new(false)),
-        })
+            shutting_down: AtomicBool::new(false),
+        })))
     }
 
     /// Whether a shutdown has begun (readiness then reports not ready).
@@ -90,6 +103,7 @@ pub async fn run(
     let state = AppState::new(&config)?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let router = crate::api::router(state.clone());
+    let workers = crate::server::Workers::start(config.connections.worker_threads)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listener.local_addr()?, scheme, "mailbox-gateway listening");
     let shutdown_began = Arc::new(std::sync::OnceLock::new());
@@ -108,6 +122,7 @@ pub async fn run(
     crate::server::serve(
         listener,
         router,
+        &workers,
         config.connections,
         tls,
         signal,
@@ -131,5 +146,7 @@ pub async fn run(
             "grace period over with imports still running"
         );
     }
+    // Stops the worker threads, cancelling whatever the grace period left running on them.
+    drop(workers);
     Ok(())
 }
