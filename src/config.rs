@@ -122,6 +122,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "time a client has to send its request headers",
     ),
     (
+        "MAILBOX_GATEWAY_WORKER_THREADS",
+        "threads serving client connections",
+    ),
+    (
         "MAILBOX_GATEWAY_TLS_CERT_PATH",
         "PEM certificate chain for HTTPS",
     ),
@@ -246,6 +250,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Time a client has to send its request headers (and to finish a TLS handshake).
     pub header_read_timeout: Duration,
+    /// Threads serving connections, each with a single-threaded runtime of its own; by default one per
+    /// CPU the process may use.
+    pub worker_threads: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -253,6 +260,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            worker_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -616,6 +624,13 @@ impl Config {
                 "MAILBOX_GATEWAY_HEADER_READ_TIMEOUT_SECS",
                 ConnectionLimits::default().header_read_timeout,
             )?,
+            worker_threads: positive(
+                sources,
+                "MAILBOX_GATEWAY_WORKER_THREADS",
+                ConnectionLimits::default().worker_threads as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
         };
         let tls = match (
             sources.get("MAILBOX_GATEWAY_TLS_CERT_PATH"),

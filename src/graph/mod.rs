@@ -20,6 +20,7 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use thread_local::ThreadLocal;
 use url::Url;
 
 pub use body::ImportBody;
@@ -88,7 +89,10 @@ pub struct ImportedItem {
 
 /// A Graph client for one tenant, with its token, sessions and resolved ids.
 pub struct GraphClient {
-    http: reqwest::Client,
+    /// One HTTP client, and so one connection pool, per thread: the gateway serves each connection on
+    /// one worker thread (`server::Workers`), and an upstream connection used by the thread that opened
+    /// it needs no cross-thread wake-up per request.
+    http: ThreadLocal<reqwest::Client>,
     graph_url: Url,
     import_hosts: ImportHosts,
     timeouts: Timeouts,
@@ -140,15 +144,14 @@ impl GraphClient {
         metrics: Arc<Metrics>,
     ) -> Result<GraphClient, CredentialError> {
         let credential = Credential::load(&tenant.credential)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .redirect(same_origin_redirects())
-            .user_agent(concat!("mailbox-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client's TLS set-up is static");
         Ok(GraphClient {
-            tokens: TokenProvider::new(http.clone(), tenant, credential, metrics.clone()),
-            http,
+            tokens: TokenProvider::new(
+                http_client(timeouts.connect),
+                tenant,
+                credential,
+                metrics.clone(),
+            ),
+            http: ThreadLocal::new(),
             graph_url: tenant.graph_url.clone(),
             import_hosts: tenant.import_hosts.clone(),
             timeouts,
@@ -164,6 +167,11 @@ impl GraphClient {
                 .time_to_live(RESOLVED_ID_TTL)
                 .build(),
         })
+    }
+
+    /// This thread's HTTP client, built on first use.
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or(|| http_client(self.timeouts.connect))
     }
 
     /// Whether an app token can be had now (for readiness).
@@ -417,7 +425,7 @@ impl GraphClient {
         let mib = u32::try_from(request.data.len() / (1024 * 1024)).unwrap_or(u32::MAX);
         // No Authorization header: the importUrl is pre-authenticated.
         let response = self
-            .http
+            .http()
             .post(session.url().clone())
             .header(CONTENT_TYPE, "application/json")
             .header("client-request-id", &context.request_id)
@@ -524,7 +532,7 @@ impl GraphClient {
                 .await
                 .map_err(|e| GraphError::new(action, e.into()))?;
             let mut request = self
-                .http
+                .http()
                 .request(method.clone(), url.clone())
                 .bearer_auth(token.bearer())
                 .header("client-request-id", &context.request_id)
@@ -669,6 +677,17 @@ fn archive_mailbox(message: &str) -> Option<String> {
         Ok(MailboxRef::Id(id)) => Some(id),
         _ => None,
     }
+}
+
+/// The gateway's upstream HTTP client: pooled keep-alive connections (HTTP/2 where the server offers
+/// it), redirects only within an origin.
+fn http_client(connect_timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(same_origin_redirects())
+        .user_agent(concat!("mailbox-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client's TLS set-up is static")
 }
 
 /// Follows redirects only within the origin that was asked, so a bearer token never travels elsewhere.

@@ -366,6 +366,7 @@ async fn headers_sent_too_slowly_get_the_connection_closed() {
         connections: ConnectionLimits {
             max_connections: 2,
             header_read_timeout: Duration::from_millis(500),
+            ..ConnectionLimits::default()
         },
         ..AppOptions::default()
     })
