@@ -6,6 +6,7 @@
 pub mod access;
 pub mod api;
 pub mod app;
+pub mod audit_log;
 pub mod auth;
 pub mod batch_writer;
 pub mod budget;

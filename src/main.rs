@@ -200,13 +200,7 @@ fn init_logging() -> LogGuards {
         writer
     });
     let audit_log = audit_writer.map(|writer| {
-        fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(writer)
-            .with_filter(filter_fn(is_audit))
+        mailbox_gateway::audit_log::AuditLayer::new(writer).with_filter(filter_fn(is_audit))
     });
     #[cfg(feature = "otel")]
     let trace_export = otel::layer().map(|(layer, provider)| {
