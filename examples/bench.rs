@@ -107,6 +107,8 @@ struct Settings {
     sizes: Vec<usize>,
     large_size: usize,
     large_reps: usize,
+    /// Times each size's paths are measured in turn.
+    rounds: usize,
     routes: Vec<Route>,
     distinct_items: usize,
     client_threads: usize,
@@ -196,6 +198,7 @@ impl Settings {
             sizes,
             large_size: parse_size(&var("BENCH_LARGE_SIZE").unwrap_or_else(|| "100MiB".into()))?,
             large_reps: parsed("BENCH_LARGE_REPS", 3)?,
+            rounds: parsed("BENCH_ROUNDS", 3)?,
             routes,
             distinct_items: parsed("BENCH_DISTINCT_ITEMS", 2)?,
             client_threads: parsed("BENCH_CLIENT_THREADS", 2)?,
@@ -207,6 +210,7 @@ impl Settings {
                 .unwrap_or_default(),
         };
         ensure!(settings.seconds > 0.0, "BENCH_SECONDS must be positive");
+        ensure!(settings.rounds >= 1, "BENCH_ROUNDS must be at least 1");
         ensure!(
             settings.warmup >= 0.0,
             "BENCH_WARMUP_SECONDS must not be negative"
@@ -589,28 +593,42 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.concurrency
     );
 
-    let mut cells = Vec::new();
+    // Each size's paths in turn, round after round: the machine's speed drifts (it is shared), and
+    // interleaving exposes every path to the same drift; the table shows each cell's median round.
+    let mut measured = Vec::new();
     for &size in &settings.sizes {
         let bodies = Arc::new(Bodies::build(size, settings.distinct_items, &targets));
-        for &route in &settings.routes {
-            let plan = Plan::Timed {
-                warmup: settings.warmup,
-                seconds: settings.seconds,
-            };
-            let cell = run_cell(
-                &http,
-                &settings,
-                &targets,
-                &bodies,
-                route,
-                settings.concurrency,
-                plan,
-            )
-            .await?;
-            eprintln!("bench: {}", cell_summary(&cell));
-            cells.push(cell);
+        for round in 1..=settings.rounds {
+            for &route in &settings.routes {
+                let plan = Plan::Timed {
+                    warmup: settings.warmup,
+                    seconds: settings.seconds,
+                };
+                let cell = run_cell(
+                    &http,
+                    &settings,
+                    &targets,
+                    &bodies,
+                    route,
+                    settings.concurrency,
+                    plan,
+                )
+                .await?;
+                eprintln!(
+                    "bench: round {round}/{}: {}",
+                    settings.rounds,
+                    cell_summary(&cell)
+                );
+                measured.push(cell);
+            }
         }
     }
+    let failed_rounds: u64 = measured.iter().map(|cell| cell.errors).sum();
+    let cells = medians(
+        measured,
+        |cell| (cell.size, cell.route),
+        Cell::items_per_sec,
+    );
 
     let mut large = Vec::new();
     let mut gateway_idle_rss = None;
@@ -647,12 +665,36 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bench: wrote {}", path.display());
     }
-    let failed: u64 = cells.iter().chain(&large).map(|cell| cell.errors).sum();
+    let failed: u64 = failed_rounds + large.iter().map(|cell| cell.errors).sum::<u64>();
     ensure!(
         failed == 0,
         "{failed} requests failed; see the errors column"
     );
     Ok(())
+}
+
+/// The median (by `rate`; the upper one of an even count) of each group of cells with the same `key`,
+/// in the order the groups were first measured.
+fn medians<T, K: PartialEq>(
+    cells: Vec<T>,
+    key: impl Fn(&T) -> K,
+    rate: impl Fn(&T) -> f64,
+) -> Vec<T> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    for cell in cells {
+        match groups.iter_mut().find(|group| key(&group[0]) == key(&cell)) {
+            Some(group) => group.push(cell),
+            None => groups.push(vec![cell]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|mut group| {
+            group.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+            let middle = group.len() / 2;
+            group.swap_remove(middle)
+        })
+        .collect()
 }
 
 /// Refuses to measure unless the simulator is in sink mode without a concurrency limit.
@@ -1058,12 +1100,14 @@ fn report(
     }
     let _ = writeln!(
         out,
-        "Cells: {} s measured after {} s of warm-up, concurrency {}, {} mailboxes, {} distinct items per size; \
+        "Cells: {} s measured after {} s of warm-up, the median of {} interleaved rounds by items/s, concurrency {}, \
+         {} mailboxes, {} distinct items per size; \
          the simulator is the sink for every path (`Behaviour::sink`, no concurrency limit). \
          Client, middle process and sink share the machine's {} cores. How to read this: \
          [bench/README.md](README.md).\n",
         settings.seconds,
         settings.warmup,
+        settings.rounds,
         settings.concurrency,
         settings.mailboxes,
         settings.distinct_items,
@@ -1214,6 +1258,28 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_group_keeps_its_median_round_in_first_measured_order() {
+        let rounds = vec![
+            ("4KiB", "nginx", 10.0),
+            ("4KiB", "gateway", 7.0),
+            ("4KiB", "nginx", 30.0),
+            ("4KiB", "gateway", 5.0),
+            ("4KiB", "nginx", 20.0),
+            ("4KiB", "gateway", 9.0),
+            ("1MiB", "nginx", 1.0),
+        ];
+        let kept = medians(rounds, |r| (r.0, r.1), |r| r.2);
+        assert_eq!(
+            kept,
+            vec![
+                ("4KiB", "nginx", 20.0),
+                ("4KiB", "gateway", 7.0),
+                ("1MiB", "nginx", 1.0)
+            ]
+        );
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {
