@@ -1015,6 +1015,7 @@ mod tests {
             ("MAILBOX_GATEWAY_IMPORT_HOSTS", "https://host/with/path"),
             ("MAILBOX_GATEWAY_IMPORT_HOSTS", " , "),
             ("MAILBOX_GATEWAY_UPSTREAM_TIMEOUT_SECS", "-1"),
+            ("MAILBOX_GATEWAY_WORKER_THREADS", "0"),
             ("MAILBOX_GATEWAY_CERTIFICATE_ALGORITHM", "HS256"),
             ("AZURE_TENANT_ID", "../evil"),
         ] {

@@ -169,3 +169,36 @@ pub async fn serve(
         tracing::warn!("grace period over with connections still open; closing them");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn workers_take_connections_in_turn_on_threads_of_their_own() {
+        let workers = Workers::start(2).unwrap();
+        let mut threads = Vec::new();
+        for _ in 0..4 {
+            let name = workers
+                .next()
+                .spawn(async { std::thread::current().name().map(str::to_owned) })
+                .await
+                .unwrap();
+            threads.push(name.unwrap());
+        }
+        assert_eq!(
+            threads,
+            [
+                "gateway-worker-0",
+                "gateway-worker-1",
+                "gateway-worker-0",
+                "gateway-worker-1"
+            ]
+        );
+        assert_ne!(
+            std::thread::current().name(),
+            Some("gateway-worker-0"),
+            "the caller's runtime is not a worker"
+        );
+    }
+}
