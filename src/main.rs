@@ -156,7 +156,8 @@ fn sample_path() -> String {
     }
 }
 
-/// Logs to stderr, human-readable, or JSON with MAILBOX_GATEWAY_LOG_FORMAT=json; level from RUST_LOG.
+/// Logs to stderr, human-readable, or JSON with MAILBOX_GATEWAY_LOG_FORMAT=json; level from RUST_LOG
+/// (default info). Both streams are written by threads of their own (`batch_writer`).
 /// Audit events (target `audit`) go apart, one JSON object per line, to MAILBOX_GATEWAY_AUDIT_LOG:
 /// `stdout` (the default), `stderr`, `off`, or a file to append to.
 fn init_logging() -> LogGuards {
@@ -168,10 +169,14 @@ fn init_logging() -> LogGuards {
 
     let is_audit = |meta: &tracing::Metadata<'_>| meta.target() == "audit";
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Through a batching writer too, so a worker thread never blocks on a slow stderr pipe (journald,
+    // a container runtime) and makes no syscall per line.
+    let (stderr, guard) = mailbox_gateway::batch_writer::spawn(Box::new(std::io::stderr()), "log");
+    guards.writers.push(guard);
     let debug_log = if std::env::var("MAILBOX_GATEWAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        fmt::layer().json().with_writer(std::io::stderr).boxed()
+        fmt::layer().json().with_writer(stderr).boxed()
     } else {
-        fmt::layer().with_writer(std::io::stderr).boxed()
+        fmt::layer().with_writer(stderr).boxed()
     }
     .with_filter(level.and(filter_fn(move |meta| !is_audit(meta))));
     let audit_target: Option<Box<dyn std::io::Write + Send>> =
@@ -217,7 +222,7 @@ fn init_logging() -> LogGuards {
     guards
 }
 
-/// What must live until `main` returns: the audit writer's thread (so every line is flushed) and, with
+/// What must live until `main` returns: the log writers' threads (so every line is flushed) and, with
 /// the `otel` feature, the trace exporter (so the last spans are sent).
 #[derive(Default)]
 struct LogGuards {

@@ -346,7 +346,8 @@ async fn import(
         .graph
         .import_item(&mailbox_id, &request, &context)
         .await?;
-    tracing::info!(mailbox = %mailbox_id, folder = %request.folder_id, size = request.data.len(), item_id = %item.item_id, "imported an item");
+    // Debug, not info: the audit stream has a line for every import already.
+    tracing::debug!(mailbox = %mailbox_id, folder = %request.folder_id, size = request.data.len(), item_id = %item.item_id, "imported an item");
     Ok((mailbox_id, item))
 }
 
