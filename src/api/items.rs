@@ -240,10 +240,13 @@ async fn run(
     key: Option<String>,
     command: ImportCommand,
 ) -> Result<Response, ApiError> {
-    // The item's SHA-256 is for the audit line and the idempotency fingerprint; at about 0.65 ms per MiB
+    // The item's SHA-256 is for the audit line and the idempotency fingerprint; at about 0.58 ms per MiB
     // it is the gateway's largest cost per byte, so it is only computed when one of them needs it.
-    let digest: Option<[u8; 32]> =
-        (state.audit_digest || key.is_some()).then(|| Sha256::digest(&command.data).into());
+    let digest = if state.audit_digest || key.is_some() {
+        Some(sha256(&command.data).await)
+    } else {
+        None
+    };
     // Keys are scoped by client: one client's key never replays another client's answer.
     let key = key.map(|key| {
         let client = &command.client.name;
@@ -280,6 +283,24 @@ async fn run(
         .tasks
         .spawn(carry_request_id(import).instrument(tracing::Span::current()));
     task.await.map_err(|_| ApiError::Internal)
+}
+
+/// Items larger than this are hashed on the blocking pool.
+const HASH_INLINE_BYTES: usize = 1024 * 1024;
+
+/// The item's SHA-256. A large item is hashed on tokio's blocking pool: a worker thread serves many
+/// connections on its single-threaded runtime, and hashing 100 MiB inline would hold all of them up for
+/// about 60 ms; up to 1 MiB (0.6 ms) the hand-over would cost more than it saves.
+async fn sha256(data: &Bytes) -> [u8; 32] {
+    if data.len() <= HASH_INLINE_BYTES {
+        return Sha256::digest(data).into();
+    }
+    let shared = data.clone();
+    match tokio::task::spawn_blocking(move || Sha256::digest(&shared).into()).await {
+        Ok(digest) => digest,
+        // The runtime is shutting down and cancelled it: hash here.
+        Err(_) => Sha256::digest(data).into(),
+    }
 }
 
 /// Imports, audits, renders the outcome as a response, and settles the idempotency key with it.
@@ -535,4 +556,24 @@ fn into_response(stored: StoredResponse) -> Response {
 
 fn encode_segment(segment: &str) -> String {
     utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn small_and_large_items_hash_alike_inline_or_on_the_blocking_pool() {
+        for len in [
+            0,
+            1000,
+            HASH_INLINE_BYTES,
+            HASH_INLINE_BYTES + 1,
+            3 * HASH_INLINE_BYTES,
+        ] {
+            let data = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            let expected: [u8; 32] = Sha256::digest(&data).into();
+            assert_eq!(sha256(&data).await, expected, "{len} bytes");
+        }
+    }
 }
