@@ -6,6 +6,15 @@
 //! header deadline, and no more than `max_connections` connections are open at once: the loop stops
 //! accepting while the cap is reached, leaving newcomers in the kernel's backlog.
 //!
+//! When the gateway refuses a request before reading all of its body (413, 408, 503), hyper closes the
+//! connection with the rest unread. A socket closed with unread data makes the kernel send a reset, which
+//! can throw the answer away in the client's receive buffer before the client has read it: the client
+//! sees a broken pipe instead of the problem. So every connection ends with a *lingering close*, as
+//! nginx's `lingering_close`: its writing side is shut, and what the client still sends is read and
+//! discarded for at most [`LINGER_TIME`] and [`LINGER_BYTES`], or until it pauses for [`LINGER_PAUSE`].
+//! The connection keeps its place under the cap meanwhile, and the linger is shorter than the header
+//! deadline, so it gives a client no longer hold on a connection than sending headers slowly does.
+//!
 //! Connections are served by [`Workers`]: threads that each run a single-threaded tokio runtime, dealt
 //! accepted connections in turn. A request then lives on one thread from its first byte to its answer,
 //! with its upstream connection on the same thread (see `GraphClient`'s per-thread pools): no task is
@@ -13,8 +22,11 @@
 //! scheduler work.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,12 +34,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ConnectionLimits;
+
+/// The longest a closing connection is drained.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// The longest pause in the client's sending after which a draining connection is closed.
+pub const LINGER_PAUSE: Duration = Duration::from_secs(1);
+/// The most bytes read and discarded from a closing connection.
+pub const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Threads running a single-threaded tokio runtime each, for connections and everything their requests
 /// spawn. They stop when this is dropped: what is still running on them is cancelled, so stop them only
@@ -130,6 +150,8 @@ pub async fn serve(
                     return;
                 }
             };
+            // The socket comes back here when hyper (or TLS) drops it, to be drained before it closes.
+            let (stream, closed) = Lingering::new(stream);
             let served = match tls {
                 None => {
                     let connection =
@@ -159,6 +181,9 @@ pub async fn serve(
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            if let Ok(stream) = closed.await {
+                linger(stream).await;
+            }
         });
     }
     drop(listener);
@@ -168,6 +193,101 @@ pub async fn serve(
     {
         tracing::warn!("grace period over with connections still open; closing them");
     }
+}
+
+/// A connection's socket that is handed back when dropped, so that it can be drained before it closes.
+struct Lingering {
+    stream: Option<TcpStream>,
+    closed: Option<oneshot::Sender<TcpStream>>,
+}
+
+impl Lingering {
+    fn new(stream: TcpStream) -> (Lingering, oneshot::Receiver<TcpStream>) {
+        let (sender, receiver) = oneshot::channel();
+        let lingering = Lingering {
+            stream: Some(stream),
+            closed: Some(sender),
+        };
+        (lingering, receiver)
+    }
+
+    fn stream(self: Pin<&mut Self>) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.get_mut()
+                .stream
+                .as_mut()
+                .expect("the socket is taken only on drop"),
+        )
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        if let (Some(stream), Some(closed)) = (self.stream.take(), self.closed.take()) {
+            // The receiver is gone only if the connection's task is; then the socket just closes.
+            let _ = closed.send(stream);
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(AsyncWrite::is_write_vectored)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}
+
+/// Shuts the writing side (the answer is out) and reads what the client still sends until it stops, closes,
+/// pauses for [`LINGER_PAUSE`], or [`LINGER_TIME`] or [`LINGER_BYTES`] run out; then the socket closes. A
+/// client that hung up first ends this at its first read.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buffer = vec![0; 64 * 1024];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match tokio::time::timeout(LINGER_PAUSE, stream.read(&mut buffer)).await {
+                Ok(Ok(read)) if read > 0 => drained += read,
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 #[cfg(test)]

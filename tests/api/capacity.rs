@@ -3,10 +3,15 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use mailbox_gateway::config::ConnectionLimits;
 use mailbox_gateway::fts::synthetic_item;
 use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
 
-use crate::helpers::{chunked, json, problem, spawn_app_with, AppOptions};
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::{
+    chunked, encode, json, problem, raw_chunked_upload, spawn_app_with, AppOptions,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -79,6 +84,18 @@ async fn an_item_larger_than_the_whole_budget_is_413_declared_or_chunked() {
         "{body}"
     );
 
+    // Chunked, so only counting while reading finds it too large. The answer comes before the body is
+    // all sent; a client reading while it writes sees it.
+    let path = format!(
+        "/v1/mailboxes/{}/folders/inbox/items",
+        encode(DEMO.mailbox_id)
+    );
+    let upload = raw_chunked_upload(&app, &path, &big, 64 * 1024).await;
+    assert_eq!(upload.status, 413, "{}", upload.body);
+    assert_eq!(upload.body["code"], "item_too_large");
+    // The gateway drains the rest before closing, so a client that reads only after writing (reqwest)
+    // sees the answer too, instead of a broken pipe.
+    assert!(upload.wrote_everything);
     let response = app
         .client
         .post(app.inbox_items_url(DEMO.mailbox_id))
@@ -89,6 +106,56 @@ async fn an_item_larger_than_the_whole_budget_is_413_declared_or_chunked() {
         .unwrap();
     problem(response, 413, "item_too_large").await;
     assert_eq!(app.counters().graph_requests, 0);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_on_sending_after_a_refusal_is_cut_off_and_frees_its_connection() {
+    let app = spawn_app_with(AppOptions {
+        connections: ConnectionLimits {
+            max_connections: 1,
+            ..ConnectionLimits::default()
+        },
+        ..small_budget()
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let path = format!(
+        "/v1/mailboxes/{}/folders/inbox/items",
+        encode(DEMO.mailbox_id)
+    );
+    stream
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // An endless body: the gateway refuses it at the budget and drains only a bounded amount after.
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+    let started = std::time::Instant::now();
+    let mut sent = 0usize;
+    let cut_off = loop {
+        if let Err(error) = stream.write_all(chunk.as_bytes()).await {
+            break error;
+        }
+        sent += chunk.len();
+        assert!(
+            sent < 1024 * MIB,
+            "a GiB went in without the gateway closing"
+        );
+    };
+    eprintln!(
+        "cut off after {} MiB in {:?}: {cut_off}",
+        sent / MIB,
+        started.elapsed()
+    );
+    // The one connection slot is free again.
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]

@@ -297,3 +297,71 @@ pub fn trust_federated_issuer(simulator: &Simulator) {
     let public_key = std::fs::read_to_string(fixture("federated-issuer-pub.pem")).unwrap();
     simulator.register_federated_issuer(FEDERATED_ISSUER, FEDERATED_SUBJECT, &public_key);
 }
+
+/// What a client that writes and reads at once sees of a chunked upload: the answer's status and
+/// problem body, and whether every chunk could be written.
+pub struct RawUpload {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub wrote_everything: bool,
+}
+
+/// POSTs `body` in chunks of `chunk` bytes on a plain connection, reading the answer while writing, as
+/// curl does. reqwest reads the answer only once the body is out, so whether it sees an early refusal or a
+/// broken pipe depends on the server; this sees what the server sent.
+pub async fn raw_chunked_upload(app: &TestApp, path: &str, body: &[u8], chunk: usize) -> RawUpload {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let address = app.address.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/octet-stream\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    let write = async {
+        writer.write_all(head.as_bytes()).await?;
+        for piece in body.chunks(chunk) {
+            writer
+                .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                .await?;
+            writer.write_all(piece).await?;
+            writer.write_all(b"\r\n").await?;
+        }
+        writer.write_all(b"0\r\n\r\n").await
+    };
+    let read = async {
+        let mut received = Vec::new();
+        let mut buffer = [0; 8192];
+        loop {
+            let read = reader.read(&mut buffer).await.unwrap();
+            received.extend_from_slice(&buffer[..read]);
+            if let Some(answer) = parse_answer(&received) {
+                return answer;
+            }
+            assert!(read > 0, "the connection closed before a whole answer");
+        }
+    };
+    let (written, (status, body)) = tokio::join!(write, read);
+    RawUpload {
+        status,
+        body,
+        wrote_everything: written.is_ok(),
+    }
+}
+
+/// An HTTP/1.1 answer with a `Content-Length`, once `received` holds all of it.
+fn parse_answer(received: &[u8]) -> Option<(u16, serde_json::Value)> {
+    let text = std::str::from_utf8(received).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("the answer has a Content-Length");
+    (body.len() >= length).then(|| (status, serde_json::from_str(&body[..length]).unwrap()))
+}
