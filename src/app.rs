@@ -11,9 +11,10 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::budget::MemoryBudget;
 use crate::config::{Config, RetryPolicy};
-use crate::graph::GraphClient;
+use crate::graph::{GraphClient, MailboxPacer};
 use crate::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
+use crate::store::SharedStore;
 
 /// What every request handler shares: one `Arc`, so the clones axum makes per request and per layer
 /// cost one reference count each.
@@ -49,6 +50,8 @@ pub struct Shared {
     pub retry: RetryPolicy,
     /// Outcomes of requests sent with an `Idempotency-Key`.
     pub idempotency: IdempotencyStore,
+    /// The store shared with other replicas, when one is configured.
+    pub store: Option<Arc<SharedStore>>,
     /// Imports run as tasks of their own (so a client hanging up does not cancel them); shutdown waits
     /// for them.
     pub tasks: TaskTracker,
@@ -60,6 +63,27 @@ impl AppState {
     pub fn new(config: &Config) -> anyhow::Result<AppState> {
         let access = Access::new(&config.access)?;
         let metrics = Arc::new(Metrics::new());
+        // Without a shared store, this replica keeps its state alone; with one, every replica shares it.
+        let store = config
+            .shared_state
+            .as_ref()
+            .map(|shared| SharedStore::connect(shared, metrics.clone()))
+            .transpose()?;
+        let (pacer, idempotency) = match (&store, &config.shared_state) {
+            (Some(store), Some(shared)) => (
+                MailboxPacer::shared(
+                    config.pacing,
+                    metrics.clone(),
+                    store.clone(),
+                    shared.degraded_mailbox_concurrency,
+                ),
+                IdempotencyStore::shared(config.idempotency, store.clone()),
+            ),
+            _ => (
+                MailboxPacer::new(config.pacing, metrics.clone()),
+                IdempotencyStore::new(config.idempotency),
+            ),
+        };
         if access.is_open() && !config.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.listen, "CLIENT AUTHENTICATION IS OFF on a non-loopback address: anyone who can reach it can write into every mailbox");
         }
@@ -68,7 +92,7 @@ impl AppState {
             graph: Arc::new(GraphClient::new(
                 &config.tenant,
                 config.timeouts,
-                config.pacing,
+                pacer,
                 metrics.clone(),
             )?),
             metrics,
@@ -80,7 +104,8 @@ impl AppState {
             ),
             client_body_timeout: config.timeouts.client_body,
             retry: config.retry,
-            idempotency: IdempotencyStore::new(config.idempotency),
+            idempotency,
+            store,
             tasks: TaskTracker::new(),
             shutting_down: AtomicBool::new(false),
         })))

@@ -110,6 +110,18 @@ pub const KEYS: &[(&str, &str)] = &[
         "how many idempotency keys are kept",
     ),
     (
+        "MAILBOX_GATEWAY_REDIS_URL",
+        "redis:// or rediss:// URL of the Valkey/Redis store that replicas share (unset = in memory)",
+    ),
+    (
+        "MAILBOX_GATEWAY_REDIS_PREFIX",
+        "prefix of every key in the shared store",
+    ),
+    (
+        "MAILBOX_GATEWAY_DEGRADED_MAILBOX_CONCURRENCY",
+        "requests in flight per mailbox and replica while the shared store is unreachable",
+    ),
+    (
         "MAILBOX_GATEWAY_SHUTDOWN_GRACE_SECS",
         "time to finish in-flight imports on shutdown",
     ),
@@ -196,6 +208,8 @@ pub struct Config {
     pub pacing: Pacing,
     /// How idempotency keys are kept.
     pub idempotency: IdempotencySettings,
+    /// Where several replicas keep what they share; `None`: in this process's memory.
+    pub shared_state: Option<SharedStateConfig>,
     /// Time given to in-flight imports after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Limits on client connections.
@@ -301,6 +315,8 @@ pub struct Pacing {
     pub queue_timeout: Duration,
     /// Upload bytes per mailbox per 5 minutes; 0 turns upload pacing off.
     pub upload_bytes_per_5_min: u64,
+    /// With a shared store: how long a mailbox permit outlives its replica's last renewal.
+    pub permit_lease: Duration,
 }
 
 impl Default for Pacing {
@@ -309,6 +325,7 @@ impl Default for Pacing {
             mailbox_concurrency: 4,
             queue_timeout: Duration::from_secs(30),
             upload_bytes_per_5_min: 150_000_000,
+            permit_lease: DEFAULT_SHARED_LEASE,
         }
     }
 }
@@ -318,16 +335,88 @@ impl Default for Pacing {
 pub struct IdempotencySettings {
     /// How long a key and its response are kept.
     pub ttl: Duration,
-    /// How many keys are kept at most; the least recently used go first.
+    /// How many keys are kept at most (in memory); the least recently used go first.
     pub capacity: u64,
+    /// With a shared store: how long a claim outlives its replica's last renewal (renewed every third
+    /// of it) before the key reads `outcome_unknown`.
+    pub lease: Duration,
 }
+
+/// The default lease of a shared idempotency claim and of a shared mailbox permit.
+pub const DEFAULT_SHARED_LEASE: Duration = Duration::from_secs(15);
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
         IdempotencySettings {
             ttl: Duration::from_secs(24 * 60 * 60),
             capacity: 100_000,
+            lease: DEFAULT_SHARED_LEASE,
         }
+    }
+}
+
+/// The Valkey/Redis store that replicas share idempotency keys, mailbox permits, throttling holds and
+/// upload windows through.
+#[derive(Clone, Debug)]
+pub struct SharedStateConfig {
+    /// `redis://` or `rediss://`, possibly with a user and password: a secret.
+    pub url: SecretString,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// Requests in flight per mailbox on this replica while the store is unreachable.
+    pub degraded_mailbox_concurrency: usize,
+}
+
+/// The default prefix of shared-store keys.
+pub const DEFAULT_REDIS_PREFIX: &str = "mailbox-gateway:";
+
+impl SharedStateConfig {
+    /// The store at `url` with the default prefix and degraded concurrency.
+    pub fn new(url: &str) -> SharedStateConfig {
+        SharedStateConfig {
+            url: SecretString::from(url.to_owned()),
+            prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            degraded_mailbox_concurrency: 1,
+        }
+    }
+
+    fn load(sources: &Sources) -> Result<Option<SharedStateConfig>, ConfigError> {
+        let Some(url) = sources.get("MAILBOX_GATEWAY_REDIS_URL") else {
+            return Ok(None);
+        };
+        let url = url.trim();
+        // The URL may hold a password: the problem names the scheme only.
+        let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+        if !scheme_ok || redis::Client::open(url).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "MAILBOX_GATEWAY_REDIS_URL",
+                problem:
+                    "must be a redis:// or rediss:// URL, like redis://:PASSWORD@valkey:6379/0"
+                        .into(),
+            });
+        }
+        let prefix = sources
+            .get("MAILBOX_GATEWAY_REDIS_PREFIX")
+            .unwrap_or(DEFAULT_REDIS_PREFIX)
+            .to_owned();
+        if prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                key: "MAILBOX_GATEWAY_REDIS_PREFIX",
+                problem: "must not contain braces (they would change Redis Cluster's hash tags) or spaces"
+                    .into(),
+            });
+        }
+        Ok(Some(SharedStateConfig {
+            url: SecretString::from(url.to_owned()),
+            prefix,
+            degraded_mailbox_concurrency: positive(
+                sources,
+                "MAILBOX_GATEWAY_DEGRADED_MAILBOX_CONCURRENCY",
+                1,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+        }))
     }
 }
 
@@ -600,6 +689,7 @@ impl Config {
                     Pacing::default().upload_bytes_per_5_min,
                 )?,
             },
+            ..Pacing::default()
         };
         let idempotency = IdempotencySettings {
             ttl: secs(
@@ -611,6 +701,7 @@ impl Config {
                 "MAILBOX_GATEWAY_IDEMPOTENCY_CAPACITY",
                 IdempotencySettings::default().capacity,
             )?,
+            ..IdempotencySettings::default()
         };
         let connections = ConnectionLimits {
             max_connections: positive(
@@ -686,6 +777,7 @@ impl Config {
             retry,
             pacing,
             idempotency,
+            shared_state: SharedStateConfig::load(sources)?,
             shutdown_grace: secs(
                 "MAILBOX_GATEWAY_SHUTDOWN_GRACE_SECS",
                 DEFAULT_SHUTDOWN_GRACE,
@@ -709,6 +801,7 @@ impl Config {
             retry: RetryPolicy::default(),
             pacing: Pacing::default(),
             idempotency: IdempotencySettings::default(),
+            shared_state: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             connections: ConnectionLimits::default(),
             tls: None,

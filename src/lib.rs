@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod refresh;
 pub mod server;
 pub mod simulator;
+pub mod store;
 pub mod tls;

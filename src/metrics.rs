@@ -63,6 +63,7 @@ pub struct Metrics {
     queue_wait: Histogram,
     in_flight_requests: Gauge,
     in_flight_bytes: Gauge,
+    shared_state_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -92,6 +93,7 @@ impl Metrics {
             queue_wait: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             in_flight_requests: Gauge::default(),
             in_flight_bytes: Gauge::default(),
+            shared_state_up: Gauge::default(),
         };
         registry.register(
             "items_imported",
@@ -148,6 +150,12 @@ impl Metrics {
             "Raw item bytes held by imports under way",
             metrics.in_flight_bytes.clone(),
         );
+        registry.register(
+            "shared_state_up",
+            "1 while the shared store (Valkey/Redis) answers, or when state is kept in memory; 0 while it does not",
+            metrics.shared_state_up.clone(),
+        );
+        metrics.shared_state_up.set(1);
         Metrics {
             registry: root,
             ..metrics
@@ -187,6 +195,11 @@ impl Metrics {
         self.upstream_requests
             .get_or_create(&UpstreamLabels { endpoint, status })
             .inc();
+    }
+
+    /// Whether the shared store answers.
+    pub fn shared_state_up(&self, up: bool) {
+        self.shared_state_up.set(i64::from(up));
     }
 
     /// An upstream call is tried again for `reason`.

@@ -24,6 +24,9 @@ pub const X_GRAPH_REQUEST_ID: &str = "x-graph-request-id";
 /// `Retry-After` sent with `over_capacity`: memory frees as imports finish, within seconds.
 const OVER_CAPACITY_RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// `Retry-After` sent with `idempotency_key_in_flight`: the import under the key may answer any moment.
+const IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// `Retry-After` sent with a 503 when the upstream named no delay.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -56,6 +59,10 @@ pub enum ApiError {
     InvalidIdempotencyKey,
     #[error("this Idempotency-Key was already used for a different request (mailbox, folder, mode or item)")]
     IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still running; retry after the Retry-After delay to get its answer")]
+    IdempotencyKeyInFlight,
+    #[error("the shared store (Valkey/Redis) that keeps idempotency keys is unreachable, so a request with an Idempotency-Key cannot be run safely; retry later")]
+    SharedStateUnavailable(#[source] crate::store::StoreUnavailable),
     #[error("this endpoint takes {expected}, not {received}")]
     UnsupportedMediaType {
         expected: &'static str,
@@ -186,6 +193,16 @@ impl ApiError {
                 S::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "Idempotency-Key reused",
+            ),
+            ApiError::IdempotencyKeyInFlight => (
+                S::CONFLICT,
+                "idempotency_key_in_flight",
+                "Idempotency-Key in flight",
+            ),
+            ApiError::SharedStateUnavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "shared_state_unavailable",
+                "Shared state unavailable",
             ),
             ApiError::UnsupportedMediaType { .. } => (
                 S::UNSUPPORTED_MEDIA_TYPE,
@@ -343,6 +360,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotReady(_) => retry_after = Some(DEFAULT_RETRY_AFTER),
             ApiError::OverCapacity => retry_after = Some(OVER_CAPACITY_RETRY_AFTER),
+            ApiError::IdempotencyKeyInFlight => retry_after = Some(IN_FLIGHT_RETRY_AFTER),
+            ApiError::SharedStateUnavailable(_) => retry_after = Some(DEFAULT_RETRY_AFTER),
             _ => {}
         }
         let mut response = (status, axum::Json(problem)).into_response();

@@ -28,7 +28,7 @@ use super::{authorize, ApiError};
 use crate::access::{Client, Operation};
 use crate::app::AppState;
 use crate::budget::Reservation;
-use crate::graph::{CallContext, ImportMode, ImportRequest, ImportedItem};
+use crate::graph::{CallContext, ErrorKind, GraphError, ImportMode, ImportRequest, ImportedItem};
 use crate::idempotency::{Claim, Claimed, Fingerprint, StoredResponse};
 use crate::ids::{check_exchange_id, FolderRef, MailboxRef};
 
@@ -247,32 +247,22 @@ async fn run(
     } else {
         None
     };
-    // Keys are scoped by client: one client's key never replays another client's answer.
-    let key = key.map(|key| {
-        let client = &command.client.name;
-        format!("{}:{client}:{key}", client.len())
-    });
     let claimed = match key {
         None => None,
-        Some(key) => match state
-            .idempotency
-            .claim(
-                &key,
-                command.fingerprint(&digest.expect("computed when a key is present")),
-            )
-            .await
-        {
-            Claim::Run(claimed) => Some(claimed),
-            Claim::Replay(stored) => {
-                tracing::info!(idempotency_key = %key, "replaying the stored response");
-                let mut response = into_response(stored);
-                response
-                    .headers_mut()
-                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-                return Ok(response);
+        Some(key) => {
+            let fingerprint = command.fingerprint(&digest.expect("computed when a key is present"));
+            match claim(&state, &command.client.name, &key, fingerprint).await? {
+                Ok(claimed) => Some(claimed),
+                Err(stored) => {
+                    tracing::info!(idempotency_key = %key, "replaying the stored response");
+                    let mut response = into_response(stored);
+                    response
+                        .headers_mut()
+                        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                    return Ok(response);
+                }
             }
-            Claim::Conflict => return Err(ApiError::IdempotencyKeyReused),
-        },
+        }
     };
     // Detached from this handler: if the client hangs up, this future is dropped but the task runs on,
     // and the shutdown sequence waits for it (`AppState::tasks`).
@@ -283,6 +273,42 @@ async fn run(
         .tasks
         .spawn(carry_request_id(import).instrument(tracing::Span::current()));
     task.await.map_err(|_| ApiError::Internal)
+}
+
+/// Claims the client's key: `Ok` to run the request under it, `Err` with the stored response to replay.
+/// A request with the key still running elsewhere is waited for as long as an import may retry; a key
+/// whose replica vanished mid-import is settled as `outcome_unknown`.
+async fn claim(
+    state: &AppState,
+    client: &str,
+    key: &str,
+    fingerprint: Fingerprint,
+) -> Result<Result<Claimed, StoredResponse>, ApiError> {
+    let store = &state.idempotency;
+    let claim = store
+        .claim(client, key, fingerprint, state.retry.budget)
+        .await
+        .map_err(ApiError::SharedStateUnavailable)?;
+    let claim = match claim {
+        Claim::Abandoned => {
+            let unknown = ApiError::from(GraphError::new(
+                "importing the item on a gateway replica that stopped during the import",
+                ErrorKind::OutcomeUnknown { timed_out: false },
+            ));
+            let unknown = stored_response(unknown.into_response()).await;
+            store
+                .settle_abandoned(client, key, fingerprint, unknown)
+                .await
+                .map_err(ApiError::SharedStateUnavailable)?
+        }
+        claim => claim,
+    };
+    match claim {
+        Claim::Run(claimed) => Ok(Ok(claimed)),
+        Claim::Replay(stored) => Ok(Err(stored)),
+        Claim::Conflict => Err(ApiError::IdempotencyKeyReused),
+        Claim::InFlight | Claim::Abandoned => Err(ApiError::IdempotencyKeyInFlight),
+    }
 }
 
 /// Items larger than this are hashed on the blocking pool.
@@ -336,9 +362,9 @@ async fn import_and_answer(
     };
     let stored = stored_response(response).await;
     if settles {
-        claimed.complete(stored.clone());
+        claimed.complete(stored.clone()).await;
     } else {
-        claimed.release();
+        claimed.release().await;
     }
     into_response(stored)
 }

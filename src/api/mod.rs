@@ -187,6 +187,8 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: configuration is loaded, an app token can be had, and the gateway is not shutting down.
+/// A shared store that does not answer is reported but keeps the replica ready: imports without an
+/// `Idempotency-Key` go on under degraded limits, and taking every replica out of service would stop them.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     if state.is_shutting_down() {
         return Err(ApiError::NotReady("the gateway is shutting down".into()));
@@ -196,12 +198,17 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         .check_token()
         .await
         .map_err(|e| ApiError::NotReady(e.to_string()))?;
+    let shared_state = match &state.store {
+        None => json!({ "store": "memory", "up": true }),
+        Some(store) => json!({ "store": "redis", "up": store.is_up() }),
+    };
     Ok(Json(json!({
         "status": "ready",
         "memoryBudget": {
             "totalBytes": state.budget.total(),
             "availableBytes": state.budget.available(),
         },
+        "sharedState": shared_state,
     })))
 }
 

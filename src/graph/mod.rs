@@ -30,7 +30,7 @@ pub use retry::CallContext;
 pub use sessions::{ImportSession, SessionCache, SESSION_RENEW_MARGIN};
 
 use crate::auth::{Credential, CredentialError, TokenProvider};
-use crate::config::{ImportHosts, Pacing, TenantConfig, Timeouts};
+use crate::config::{ImportHosts, TenantConfig, Timeouts};
 use crate::ids::{FolderRef, MailboxRef};
 use crate::metrics::Metrics;
 use error::{classify_graph_status, import_transport_error, transport_error, upstream_answer};
@@ -136,11 +136,12 @@ enum AttemptError {
 }
 
 impl GraphClient {
-    /// A client for `tenant`. Loads the credential now, so a bad certificate stops start-up.
+    /// A client for `tenant` whose mailboxes are paced by `pacer`. Loads the credential now, so a bad
+    /// certificate stops start-up.
     pub fn new(
         tenant: &TenantConfig,
         timeouts: Timeouts,
-        pacing: Pacing,
+        pacer: MailboxPacer,
         metrics: Arc<Metrics>,
     ) -> Result<GraphClient, CredentialError> {
         let credential = Credential::load(&tenant.credential)?;
@@ -156,7 +157,7 @@ impl GraphClient {
             import_hosts: tenant.import_hosts.clone(),
             timeouts,
             sessions: SessionCache::default(),
-            pacer: MailboxPacer::new(pacing, metrics.clone()),
+            pacer,
             metrics,
             mailboxes: Cache::builder()
                 .max_capacity(RESOLVED_ID_CAPACITY)

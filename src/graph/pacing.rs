@@ -1,28 +1,47 @@
 //! Keeps each mailbox's upstream traffic inside Outlook's limits: a fair queue with a bounded number of
 //! requests in flight, a hold while the mailbox is throttled, and upload pacing.
 //!
-//! Outlook allows 4 concurrent requests and 150 MB of uploads per 5 minutes per app and mailbox
-//! (upstream.md section 5), and one throttled mailbox does not slow the others. So every upstream request
-//! about a mailbox first takes one of that mailbox's permits (tokio's semaphore queues waiters first in,
-//! first out), and a `429` with `Retry-After` holds the whole mailbox until the time has passed instead of
-//! letting each queued request run into the same wall. Other mailboxes have their own gates.
+//! Outlook allows 4 concurrent requests and 150 MB of uploads per 5 minutes per app and mailbox, and one
+//! throttled mailbox does not slow the others. So every upstream request about a mailbox first takes one
+//! of that mailbox's permits (tokio's semaphore queues waiters first in, first out), and a `429` with
+//! `Retry-After` holds the whole mailbox until the time has passed instead of letting each queued request
+//! run into the same wall. Other mailboxes have their own gates.
+//!
+//! With a shared store, the limit, the hold and the upload window are the mailbox's across all replicas.
+//! A request first takes its replica's local permit (at most the limit queue there, first in, first out),
+//! then a permit in the store with one script call: the script reaps permits whose leases ran out (a dead
+//! replica's, within the lease), gives the waiter a ticket in the mailbox's queue on its first call and
+//! keeps it on later ones, and grants a permit to the waiters whose tickets are among the free permits.
+//! So across replicas, requests are served in the order they reached the front of their replica's queue,
+//! and no replica starves another. A waiter polls (and is woken when its own replica frees a permit);
+//! a permit's lease is renewed while it is held, and it is given back with one more call. While the
+//! store is unreachable, each replica falls back to a local limit of its own
+//! (`MAILBOX_GATEWAY_DEGRADED_MAILBOX_CONCURRENCY`).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use rand::Rng;
+use redis::Script;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::per_mailbox::PerMailbox;
 use super::{CallContext, ErrorKind, GraphError};
 use crate::config::Pacing;
 use crate::metrics::Metrics;
+use crate::store::{SharedStore, NOW};
 
 /// The window over which uploads are paced.
 const UPLOAD_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// `Retry-After` suggested to a client whose request waited too long for its mailbox's turn.
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long a waiter keeps its ticket in a shared queue without polling.
+const WAITER_LEASE: Duration = Duration::from_secs(3);
+/// The shortest pause between two polls of a shared queue; a random as much again is added.
+const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// The gates of all mailboxes.
 #[derive(Debug)]
@@ -30,30 +49,195 @@ pub struct MailboxPacer {
     settings: Pacing,
     metrics: Arc<Metrics>,
     gates: PerMailbox<Gate>,
+    shared: Option<SharedPacing>,
 }
 
-/// One mailbox's gate. Its std `Mutex`es are held for a read or an update, never across an await.
+/// The shared store, and the local limits used while it is unreachable.
+#[derive(Debug)]
+struct SharedPacing {
+    store: Arc<SharedStore>,
+    degraded_concurrency: usize,
+    degraded: PerMailbox<Arc<Semaphore>>,
+}
+
+/// One mailbox's gate on this replica. Its std `Mutex`es are held for a read or an update, never across
+/// an await.
 #[derive(Debug)]
 struct Gate {
     permits: Arc<Semaphore>,
     held_until: Mutex<Option<Instant>>,
-    /// Recent uploads: when, and how many bytes.
+    /// Recent uploads: when, and how many bytes (without a shared store).
     uploads: Mutex<VecDeque<(Instant, u64)>>,
+    /// Woken when this replica gives a shared permit back, so its waiters poll at once.
+    freed: Arc<Notify>,
 }
 
 /// The right to send one request to a mailbox; dropping it lets the next one in.
 #[derive(Debug)]
 pub struct MailboxPermit {
-    _permit: OwnedSemaphorePermit,
+    _local: OwnedSemaphorePermit,
+    _extra: Option<Extra>,
 }
 
+/// What a permit holds besides its local place.
+#[derive(Debug)]
+#[allow(dead_code)] // Held for what their `Drop` does.
+enum Extra {
+    Shared(SharedPermit),
+    /// Taken while the store was unreachable.
+    Degraded(OwnedSemaphorePermit),
+}
+
+/// A permit in the shared store; renewed while held, given back when dropped.
+#[derive(Debug)]
+struct SharedPermit {
+    store: Arc<SharedStore>,
+    holders: String,
+    id: String,
+    renewal: AbortHandle,
+    freed: Arc<Notify>,
+}
+
+/// The keys of one mailbox's shared state.
+struct MailboxKeys {
+    holders: String,
+    queue: String,
+    waiters: String,
+    tickets: String,
+    hold: String,
+    uploads: String,
+    uploaded: String,
+}
+
+impl MailboxKeys {
+    fn new(store: &SharedStore, mailbox_id: &str) -> MailboxKeys {
+        let key = |name| store.key("mailbox", mailbox_id, name);
+        MailboxKeys {
+            holders: key("holders"),
+            queue: key("queue"),
+            waiters: key("waiters"),
+            tickets: key("tickets"),
+            hold: key("hold"),
+            uploads: key("uploads"),
+            uploaded: key("uploaded"),
+        }
+    }
+}
+
+/// Takes a mailbox's turn: reaps lapsed permits and waiters, honours a hold, queues the caller with a
+/// ticket, checks the upload window and grants a permit when the caller's ticket is among the free ones.
+/// KEYS: holders, queue, waiters, tickets, hold, uploads, uploaded. ARGV: id, limit, lease ms, waiter
+/// lease ms, upload bytes, upload limit (0 = off), window ms. Answers `{state, milliseconds}`.
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}{}",
+        r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+if #gone > 0 then
+  redis.call('ZREM', KEYS[2], unpack(gone))
+  redis.call('ZREM', KEYS[3], unpack(gone))
+end
+local held = tonumber(redis.call('GET', KEYS[5]) or '0')
+if held > now then return {'held', held - now} end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+local idle = tonumber(ARGV[3]) + 60000
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], idle) end
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if redis.call('ZRANK', KEYS[2], ARGV[1]) >= free then return {'queued', 0} end
+local bytes = tonumber(ARGV[5])
+if bytes > 0 and tonumber(ARGV[6]) > 0 then
+  local window = tonumber(ARGV[7])
+  local used = tonumber(redis.call('GET', KEYS[7]) or '0')
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - window)) do
+    used = used - tonumber(string.match(member, ':(%d+)$'))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - window)
+  if used < 0 or redis.call('ZCARD', KEYS[6]) == 0 then used = 0 end
+  if used > 0 and used + bytes > tonumber(ARGV[6]) then
+    redis.call('SET', KEYS[7], used, 'PX', window)
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    redis.call('ZREM', KEYS[3], ARGV[1])
+    local oldest = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+    return {'upload', tonumber(oldest[2]) + window - now}
+  end
+  redis.call('ZADD', KEYS[6], now, ARGV[1] .. ':' .. bytes)
+  redis.call('SET', KEYS[7], used + bytes, 'PX', window)
+  redis.call('PEXPIRE', KEYS[6], window)
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], idle)
+return {'granted', 0}
+"#
+    ))
+});
+
+/// Gives a permit back. KEYS: holders. ARGV: id.
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new("return redis.call('ZREM', KEYS[1], ARGV[1])"));
+
+/// Leaves the queue without a permit. KEYS: queue, waiters. ARGV: id.
+static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("redis.call('ZREM', KEYS[1], ARGV[1])\nreturn redis.call('ZREM', KEYS[2], ARGV[1])")
+});
+
+/// Extends a held permit's lease; 0 if it had lapsed. KEYS: holders. ARGV: id, lease ms.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}{}",
+        r#"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"#
+    ))
+});
+
+/// Holds a mailbox until now + ARGV[1] ms, unless it is already held longer. KEYS: hold.
+static HOLD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}{}",
+        r#"
+local until_ms = now + tonumber(ARGV[1])
+if until_ms > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], until_ms, 'PXAT', until_ms)
+end
+return 1
+"#
+    ))
+});
+
 impl MailboxPacer {
-    /// Pacing for every mailbox with these settings.
+    /// Pacing for every mailbox with these settings, on this replica alone.
     pub fn new(settings: Pacing, metrics: Arc<Metrics>) -> MailboxPacer {
         MailboxPacer {
             settings,
             metrics,
             gates: PerMailbox::default(),
+            shared: None,
+        }
+    }
+
+    /// Pacing shared with every replica through `store`; `degraded_concurrency` per mailbox while it is
+    /// unreachable.
+    pub fn shared(
+        settings: Pacing,
+        metrics: Arc<Metrics>,
+        store: Arc<SharedStore>,
+        degraded_concurrency: usize,
+    ) -> MailboxPacer {
+        MailboxPacer {
+            shared: Some(SharedPacing {
+                store,
+                degraded_concurrency: degraded_concurrency.max(1),
+                degraded: PerMailbox::default(),
+            }),
+            ..MailboxPacer::new(settings, metrics)
         }
     }
 
@@ -77,19 +261,164 @@ impl MailboxPacer {
                 },
             )
         };
+        let busy = |wait| GraphError::new(action(), ErrorKind::MailboxBusy { retry_after: wait });
         gate.hold_within(context).map_err(throttled)?;
-        if upload_bytes > 0 && self.settings.upload_bytes_per_5_min > 0 {
+        let local_uploads = self.shared.is_none() && self.settings.upload_bytes_per_5_min > 0;
+        if upload_bytes > 0 && local_uploads {
             self.reserve_upload(&gate, upload_bytes, context)
                 .await
-                .map_err(|wait| {
-                    GraphError::new(action(), ErrorKind::MailboxBusy { retry_after: wait })
-                })?;
+                .map_err(busy)?;
         }
-        let queue_limit = self
-            .settings
-            .queue_timeout
-            .min(context.deadline().saturating_duration_since(Instant::now()));
-        let permit = tokio::time::timeout(queue_limit, gate.permits.clone().acquire_owned())
+        let give_up = Instant::now()
+            + self
+                .settings
+                .queue_timeout
+                .min(context.deadline().saturating_duration_since(Instant::now()));
+        let local = tokio::time::timeout_at(give_up, gate.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| busy(BUSY_RETRY_AFTER))?
+            .expect("mailbox semaphores are never closed");
+        let extra = match &self.shared {
+            None => None,
+            Some(shared) => Some(
+                self.acquire_shared(shared, &gate, mailbox_id, upload_bytes, give_up, context)
+                    .await?,
+            ),
+        };
+        // A 429 may have arrived while this request queued; everyone waits it out, holding their turn.
+        if let Some(wait) = gate.hold_within(context).map_err(throttled)? {
+            tokio::time::sleep(wait).await;
+        }
+        self.metrics.queue_waited(started.elapsed());
+        Ok(MailboxPermit {
+            _local: local,
+            _extra: extra,
+        })
+    }
+
+    /// Takes a permit in the shared store, or a degraded local one while the store is unreachable.
+    async fn acquire_shared(
+        &self,
+        shared: &SharedPacing,
+        gate: &Gate,
+        mailbox_id: &str,
+        upload_bytes: u64,
+        give_up: Instant,
+        context: &CallContext,
+    ) -> Result<Extra, GraphError> {
+        let action = || format!("waiting for {mailbox_id}'s turn");
+        let store = &shared.store;
+        let keys = MailboxKeys::new(store, mailbox_id);
+        let id = store.holder_name();
+        let mut queued = Queued {
+            store,
+            keys: &keys,
+            id: &id,
+            left: false,
+        };
+        loop {
+            let freed = gate.freed.notified();
+            let answer: Result<(String, u64), _> = store
+                .run(
+                    ACQUIRE
+                        .key(&keys.holders)
+                        .key(&keys.queue)
+                        .key(&keys.waiters)
+                        .key(&keys.tickets)
+                        .key(&keys.hold)
+                        .key(&keys.uploads)
+                        .key(&keys.uploaded)
+                        .arg(&id)
+                        .arg(self.settings.mailbox_concurrency.max(1))
+                        .arg(millis(self.settings.permit_lease))
+                        .arg(millis(WAITER_LEASE))
+                        .arg(upload_bytes)
+                        .arg(self.settings.upload_bytes_per_5_min)
+                        .arg(millis(UPLOAD_WINDOW)),
+                )
+                .await;
+            let (state, millis) = match answer {
+                Ok(answer) => answer,
+                Err(_) => {
+                    queued.left = true;
+                    return self
+                        .acquire_degraded(shared, mailbox_id, give_up, action)
+                        .await;
+                }
+            };
+            let wait = Duration::from_millis(millis);
+            match state.as_str() {
+                "granted" => {
+                    queued.left = true;
+                    let renewal = tokio::spawn(renew(
+                        store.clone(),
+                        keys.holders.clone(),
+                        id.clone(),
+                        self.settings.permit_lease,
+                    ))
+                    .abort_handle();
+                    return Ok(Extra::Shared(SharedPermit {
+                        store: store.clone(),
+                        holders: keys.holders.clone(),
+                        id: id.clone(),
+                        renewal,
+                        freed: gate.freed.clone(),
+                    }));
+                }
+                "held" if !context.can_wait(wait) => {
+                    return Err(GraphError::new(
+                        action(),
+                        ErrorKind::Throttled {
+                            retry_after: Some(wait),
+                        },
+                    ))
+                }
+                "held" => tokio::time::sleep(wait).await,
+                "upload" if !context.can_wait(wait) => {
+                    return Err(GraphError::new(
+                        action(),
+                        ErrorKind::MailboxBusy { retry_after: wait },
+                    ))
+                }
+                "upload" => {
+                    tracing::info!(
+                        wait_ms = wait.as_millis() as u64,
+                        "pacing uploads to the mailbox"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => {
+                    if Instant::now() >= give_up {
+                        return Err(GraphError::new(
+                            action(),
+                            ErrorKind::MailboxBusy {
+                                retry_after: BUSY_RETRY_AFTER,
+                            },
+                        ));
+                    }
+                    let jitter = rand::thread_rng().gen_range(Duration::ZERO..=POLL_EVERY);
+                    let poll = (Instant::now() + POLL_EVERY + jitter).min(give_up);
+                    tokio::select! {
+                        () = freed => {}
+                        () = tokio::time::sleep_until(poll) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The local limit that stands in for the shared one while the store is unreachable.
+    async fn acquire_degraded(
+        &self,
+        shared: &SharedPacing,
+        mailbox_id: &str,
+        give_up: Instant,
+        action: impl Fn() -> String,
+    ) -> Result<Extra, GraphError> {
+        let semaphore = shared.degraded.get(mailbox_id, || {
+            Arc::new(Semaphore::new(shared.degraded_concurrency))
+        });
+        let permit = tokio::time::timeout_at(give_up, (*semaphore).clone().acquire_owned())
             .await
             .map_err(|_| {
                 GraphError::new(
@@ -100,21 +429,28 @@ impl MailboxPacer {
                 )
             })?
             .expect("mailbox semaphores are never closed");
-        // A 429 may have arrived while this request queued; everyone waits it out, holding their turn.
-        if let Some(wait) = gate.hold_within(context).map_err(throttled)? {
-            tokio::time::sleep(wait).await;
-        }
-        self.metrics.queue_waited(started.elapsed());
-        Ok(MailboxPermit { _permit: permit })
+        Ok(Extra::Degraded(permit))
     }
 
-    /// Holds every request to the mailbox for `wait`, because the upstream throttled it.
+    /// Holds every request to the mailbox for `wait`, because the upstream throttled it; with a shared
+    /// store, on every replica (a later hold only ever moves the end later).
     pub fn hold(&self, mailbox_id: &str, wait: Duration) {
         let gate = self.gate(mailbox_id);
         let until = Instant::now() + wait;
-        let mut held = gate.held_until.lock().expect("gate poisoned");
-        if held.is_none_or(|current| current < until) {
-            *held = Some(until);
+        {
+            let mut held = gate.held_until.lock().expect("gate poisoned");
+            if held.is_none_or(|current| current < until) {
+                *held = Some(until);
+            }
+        }
+        if let Some(shared) = &self.shared {
+            let (store, key) = (
+                shared.store.clone(),
+                shared.store.key("mailbox", mailbox_id, "hold"),
+            );
+            tokio::spawn(async move {
+                let _ = store.run::<i64>(HOLD.key(&key).arg(millis(wait))).await;
+            });
         }
         tracing::info!(mailbox = %mailbox_id, wait_ms = wait.as_millis() as u64, "mailbox throttled; holding its requests");
     }
@@ -162,8 +498,76 @@ impl MailboxPacer {
             permits: Arc::new(Semaphore::new(concurrency)),
             held_until: Mutex::new(None),
             uploads: Mutex::new(VecDeque::new()),
+            freed: Arc::new(Notify::new()),
         })
     }
+}
+
+/// A waiter's place in a shared queue; leaves it when the wait ends without a permit, so the waiters
+/// behind do not wait for its ticket to lapse.
+struct Queued<'a> {
+    store: &'a Arc<SharedStore>,
+    keys: &'a MailboxKeys,
+    id: &'a str,
+    left: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.left {
+            return;
+        }
+        let (store, queue, waiters, id) = (
+            self.store.clone(),
+            self.keys.queue.clone(),
+            self.keys.waiters.clone(),
+            self.id.to_owned(),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = store
+                    .run::<i64>(LEAVE.key(&queue).key(&waiters).arg(&id))
+                    .await;
+            });
+        }
+    }
+}
+
+impl Drop for SharedPermit {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        let (store, holders, id, freed) = (
+            self.store.clone(),
+            std::mem::take(&mut self.holders),
+            std::mem::take(&mut self.id),
+            self.freed.clone(),
+        );
+        // If this fails, the permit's lease runs out instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = store.run::<i64>(RELEASE.key(&holders).arg(&id)).await;
+                freed.notify_waiters();
+            });
+        }
+    }
+}
+
+/// Renews a shared permit's lease until aborted, or until it turns out to have lapsed.
+async fn renew(store: Arc<SharedStore>, holders: String, id: String, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        if let Ok(0) = store
+            .run::<i64>(RENEW.key(&holders).arg(&id).arg(millis(lease)))
+            .await
+        {
+            tracing::warn!("a mailbox permit lapsed while held; the mailbox may briefly see one request more than its limit");
+            return;
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 impl Gate {
@@ -194,6 +598,7 @@ mod tests {
                 mailbox_concurrency: concurrency,
                 queue_timeout: Duration::from_secs(5),
                 upload_bytes_per_5_min: upload,
+                ..Pacing::default()
             },
             Arc::new(Metrics::new()),
         ))

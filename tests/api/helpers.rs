@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use mailbox_gateway::config::{
-    AccessConfig, Config, ConnectionLimits, CredentialConfig, ImportHosts, Pacing, RetryPolicy,
-    TenantConfig, Timeouts, TlsSettings,
+    AccessConfig, Config, ConnectionLimits, CredentialConfig, IdempotencySettings, ImportHosts,
+    Pacing, RetryPolicy, SharedStateConfig, TenantConfig, Timeouts, TlsSettings,
 };
 use mailbox_gateway::fts::ItemBuilder;
 use mailbox_gateway::simulator::{Counters, Simulator, SimulatorConfig, DEMO};
@@ -41,6 +41,17 @@ pub struct AppOptions {
     pub memory_wait: std::time::Duration,
     /// `None`: the simulator's Graph.
     pub graph_url: Option<String>,
+    pub idempotency: IdempotencySettings,
+    /// Where state is kept: in memory, or in a Valkey/Redis server the test starts.
+    pub store: Store,
+}
+
+/// Where a test app keeps its idempotency keys and mailbox limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Memory,
+    /// A `redis-server` (or `valkey-server`) of the test's own, on a free loopback port.
+    Redis,
 }
 
 impl Default for AppOptions {
@@ -62,6 +73,8 @@ impl Default for AppOptions {
             memory_budget: 64 * 1024 * 1024,
             memory_wait: std::time::Duration::from_secs(5),
             graph_url: None,
+            idempotency: IdempotencySettings::default(),
+            store: Store::Memory,
         }
     }
 }
@@ -72,6 +85,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub simulator: Simulator,
+    /// The store server, when the app keeps its state in one.
+    pub redis: Option<RedisServer>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -85,15 +100,48 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let simulator = Simulator::start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        options.simulator,
+        options.simulator.clone(),
     )
     .await
     .unwrap();
+    let redis = match options.store {
+        Store::Memory => None,
+        Store::Redis => Some(RedisServer::start().await),
+    };
+    let url = redis.as_ref().map(RedisServer::url);
+    let mut app = spawn_gateway(&options, simulator, url.as_deref()).await;
+    app.redis = redis;
+    app
+}
+
+/// Starts one simulator, one store and `count` gateways that share them, as replicas behind a load
+/// balancer would.
+pub async fn spawn_replicas(count: usize, options: AppOptions) -> (Vec<TestApp>, RedisServer) {
+    let redis = RedisServer::start().await;
+    let simulator = Simulator::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        options.simulator.clone(),
+    )
+    .await
+    .unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..count {
+        replicas.push(spawn_gateway(&options, simulator.clone(), Some(&redis.url())).await);
+    }
+    (replicas, redis)
+}
+
+/// Starts a gateway pointed at `simulator`, keeping its state in the store at `redis_url` if given.
+pub async fn spawn_gateway(
+    options: &AppOptions,
+    simulator: Simulator,
+    redis_url: Option<&str>,
+) -> TestApp {
     let base = simulator.base_url();
     let tenant = TenantConfig {
         tenant_id: DEMO.tenant_id.to_owned(),
         client_id: DEMO.client_id.to_owned(),
-        credential: options.credential.unwrap_or_else(|| {
+        credential: options.credential.clone().unwrap_or_else(|| {
             CredentialConfig::Secret(SecretString::from(DEMO.client_secret.to_owned()))
         }),
         authority_host: base.parse().unwrap(),
@@ -112,11 +160,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         retry: options.retry,
         pacing: options.pacing,
         shutdown_grace: options.shutdown_grace,
-        access: options.access,
+        access: options.access.clone(),
         connections: options.connections,
         tls: options.tls.clone(),
         memory_budget: options.memory_budget,
         memory_wait: options.memory_wait,
+        idempotency: options.idempotency,
+        shared_state: redis_url.map(SharedStateConfig::new),
         ..Config::new(tenant)
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,6 +187,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             options.root_certificate.as_deref(),
         ),
         simulator,
+        redis: None,
         shutdown: Some(shutdown),
         server: Some(server),
     }
@@ -364,4 +415,105 @@ fn parse_answer(received: &[u8]) -> Option<(u16, serde_json::Value)> {
         })
         .expect("the answer has a Content-Length");
     (body.len() >= length).then(|| (status, serde_json::from_str(&body[..length]).unwrap()))
+}
+
+/// A `redis-server` (or `valkey-server`) of a test's own on a free loopback port, without persistence;
+/// killed when dropped. A test that needs one fails, loudly, where neither is installed.
+pub struct RedisServer {
+    port: u16,
+    process: Option<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers `PING`.
+    pub async fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let mut server = RedisServer {
+            port,
+            process: None,
+            _dir: dir,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().ok();
+            process.wait().ok();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: it keeps nothing on disk).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let binary = ["valkey-server", "redis-server"]
+            .into_iter()
+            .find(|name| {
+                std::process::Command::new(name)
+                    .arg("--version")
+                    .output()
+                    .is_ok()
+            })
+            .expect(
+                "neither valkey-server nor redis-server is installed: `apt-get install redis-server` \
+                 (.ci/run does this)",
+            );
+        let process = std::process::Command::new(binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the store server starts");
+        self.process = Some(process);
+        let started = std::time::Instant::now();
+        loop {
+            if self.answers_ping().await {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{binary} did not answer on port {} within 10 s",
+                self.port
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn answers_ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut answer = [0; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && stream.read_exact(&mut answer).await.is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,10 +1,19 @@
-//! Idempotency keys: replays, conflicts, waiting for the first, and clients that hang up.
+//! Idempotency keys: replays, conflicts, waiting for the first, and clients that hang up. Every test runs
+//! twice, with the keys in memory and in a Valkey/Redis server of its own.
 
 use std::time::Duration;
 
 use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
 
-use crate::helpers::{item, json, problem, spawn_app, TestApp};
+use crate::helpers::{item, json, problem, spawn_app_with, AppOptions, Store, TestApp};
+
+async fn spawn_app_on(store: Store) -> TestApp {
+    spawn_app_with(AppOptions {
+        store,
+        ..AppOptions::default()
+    })
+    .await
+}
 
 async fn create_with_key(app: &TestApp, key: &str, subject: &str) -> reqwest::Response {
     app.client
@@ -17,9 +26,8 @@ async fn create_with_key(app: &TestApp, key: &str, subject: &str) -> reqwest::Re
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_retry_with_the_same_key_gets_the_stored_response_and_no_second_copy() {
-    let app = spawn_app().await;
+async fn a_retry_with_the_same_key_gets_the_stored_response_and_no_second_copy(store: Store) {
+    let app = spawn_app_on(store).await;
     let first = create_with_key(&app, "\"restore-42\"", "x").await;
     assert_eq!(first.status(), 201);
     assert!(first.headers().get("idempotent-replayed").is_none());
@@ -35,9 +43,8 @@ async fn a_retry_with_the_same_key_gets_the_stored_response_and_no_second_copy()
     assert_eq!(app.counters().import_requests, 1);
 }
 
-#[tokio::test]
-async fn the_same_key_for_a_different_request_is_422_idempotency_key_reused() {
-    let app = spawn_app().await;
+async fn the_same_key_for_a_different_request_is_422_idempotency_key_reused(store: Store) {
+    let app = spawn_app_on(store).await;
     assert_eq!(create_with_key(&app, "k-1", "one").await.status(), 201);
     problem(
         create_with_key(&app, "k-1", "two").await,
@@ -48,9 +55,8 @@ async fn the_same_key_for_a_different_request_is_422_idempotency_key_reused() {
     assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 1);
 }
 
-#[tokio::test]
-async fn a_retry_while_the_first_still_runs_waits_for_its_outcome() {
-    let app = spawn_app().await;
+async fn a_retry_while_the_first_still_runs_waits_for_its_outcome(store: Store) {
+    let app = spawn_app_on(store).await;
     assert_eq!(
         app.create(DEMO.mailbox_id, "inbox", item("warm"))
             .await
@@ -76,9 +82,10 @@ async fn a_retry_while_the_first_still_runs_waits_for_its_outcome() {
     );
 }
 
-#[tokio::test]
-async fn a_client_that_hangs_up_does_not_cancel_the_import_and_its_retry_gets_the_answer() {
-    let app = spawn_app().await;
+async fn a_client_that_hangs_up_does_not_cancel_the_import_and_its_retry_gets_the_answer(
+    store: Store,
+) {
+    let app = spawn_app_on(store).await;
     assert_eq!(
         app.create(DEMO.mailbox_id, "inbox", item("warm"))
             .await
@@ -109,9 +116,8 @@ async fn a_client_that_hangs_up_does_not_cancel_the_import_and_its_retry_gets_th
     assert!(stored.iter().any(|i| i.item_id == retried["itemId"]));
 }
 
-#[tokio::test]
-async fn an_unknown_outcome_is_kept_under_the_key_so_a_retry_never_duplicates() {
-    let app = spawn_app().await;
+async fn an_unknown_outcome_is_kept_under_the_key_so_a_retry_never_duplicates(store: Store) {
+    let app = spawn_app_on(store).await;
     app.simulator
         .inject(FaultTarget::Import, Fault::DropAfterHandling, 1);
     let first = problem(
@@ -129,9 +135,8 @@ async fn an_unknown_outcome_is_kept_under_the_key_so_a_retry_never_duplicates() 
     assert_eq!(app.counters().import_requests, 1);
 }
 
-#[tokio::test]
-async fn an_answer_that_did_nothing_frees_the_key_for_a_retry() {
-    let app = spawn_app().await;
+async fn an_answer_that_did_nothing_frees_the_key_for_a_retry(store: Store) {
+    let app = spawn_app_on(store).await;
     app.simulator.inject(
         FaultTarget::Import,
         Fault::Status {
@@ -154,9 +159,8 @@ async fn an_answer_that_did_nothing_frees_the_key_for_a_retry() {
     assert!(app.simulator.items(DEMO.mailbox_id).is_empty());
 }
 
-#[tokio::test]
-async fn a_malformed_key_is_400() {
-    let app = spawn_app().await;
+async fn a_malformed_key_is_400(store: Store) {
+    let app = spawn_app_on(store).await;
     problem(
         create_with_key(&app, "has space", "x").await,
         400,
@@ -165,3 +169,72 @@ async fn a_malformed_key_is_400() {
     .await;
     assert_eq!(app.counters().graph_requests, 0);
 }
+
+async fn a_retry_that_outwaits_a_long_first_request_gets_409_in_flight_then_the_answer(
+    store: Store,
+) {
+    let app = spawn_app_with(AppOptions {
+        store,
+        retry: mailbox_gateway::config::RetryPolicy {
+            max_attempts: 5,
+            budget: Duration::from_secs(1),
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(
+        app.create(DEMO.mailbox_id, "inbox", item("warm"))
+            .await
+            .status(),
+        201
+    );
+    app.simulator
+        .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(3)), 1);
+    let first = create_with_key(&app, "k-long", "x");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        create_with_key(&app, "k-long", "x").await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(second.headers()["retry-after"], "1");
+    problem(second, 409, "idempotency_key_in_flight").await;
+    assert_eq!(first.status(), 201);
+    let first = json(first).await;
+    let third = create_with_key(&app, "k-long", "x").await;
+    assert_eq!(third.headers()["idempotent-replayed"], "true");
+    assert_eq!(json(third).await, first);
+    assert_eq!(
+        app.counters().import_requests,
+        2,
+        "the warm-up and one import"
+    );
+}
+
+/// Runs each named test once per store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod in_memory {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Store::Memory).await
+            })*
+        }
+        mod in_redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Store::Redis).await
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    a_retry_with_the_same_key_gets_the_stored_response_and_no_second_copy,
+    the_same_key_for_a_different_request_is_422_idempotency_key_reused,
+    a_retry_while_the_first_still_runs_waits_for_its_outcome,
+    a_client_that_hangs_up_does_not_cancel_the_import_and_its_retry_gets_the_answer,
+    an_unknown_outcome_is_kept_under_the_key_so_a_retry_never_duplicates,
+    an_answer_that_did_nothing_frees_the_key_for_a_retry,
+    a_malformed_key_is_400,
+    a_retry_that_outwaits_a_long_first_request_gets_409_in_flight_then_the_answer,
+);
