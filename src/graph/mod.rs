@@ -335,7 +335,7 @@ impl GraphClient {
                     self.metrics.retry("archive_redirect");
                 }
                 Err(AttemptError::Other(error)) if error.retryable() => {
-                    self.note_throttling(Some(&target), &error);
+                    self.note_throttling(Some(&target), &error).await;
                     let reason = retry_reason(&error);
                     context.before_retry(error, attempt).await?;
                     self.metrics.retry(reason);
@@ -585,7 +585,7 @@ impl GraphClient {
                     }
                 }
             };
-            self.note_throttling(mailbox_id, &error);
+            self.note_throttling(mailbox_id, &error).await;
             let reason = retry_reason(&error);
             context.before_retry(error, attempt).await?;
             self.metrics.retry(reason);
@@ -594,7 +594,7 @@ impl GraphClient {
     }
 
     /// Holds the mailbox when the upstream throttled it and said for how long.
-    fn note_throttling(&self, mailbox_id: Option<&str>, error: &GraphError) {
+    async fn note_throttling(&self, mailbox_id: Option<&str>, error: &GraphError) {
         if let (
             Some(mailbox_id),
             ErrorKind::Throttled {
@@ -602,7 +602,7 @@ impl GraphClient {
             },
         ) = (mailbox_id, &error.kind)
         {
-            self.pacer.hold(mailbox_id, *wait);
+            self.pacer.hold(mailbox_id, *wait).await;
         }
     }
 

@@ -433,8 +433,9 @@ impl MailboxPacer {
     }
 
     /// Holds every request to the mailbox for `wait`, because the upstream throttled it; with a shared
-    /// store, on every replica (a later hold only ever moves the end later).
-    pub fn hold(&self, mailbox_id: &str, wait: Duration) {
+    /// store, on every replica (a later hold only ever moves the end later). The shared hold is written
+    /// before this returns, so that no replica sends to the mailbox after the client heard of the hold.
+    pub async fn hold(&self, mailbox_id: &str, wait: Duration) {
         let gate = self.gate(mailbox_id);
         let until = Instant::now() + wait;
         {
@@ -444,13 +445,12 @@ impl MailboxPacer {
             }
         }
         if let Some(shared) = &self.shared {
-            let (store, key) = (
-                shared.store.clone(),
-                shared.store.key("mailbox", mailbox_id, "hold"),
-            );
-            tokio::spawn(async move {
-                let _ = store.run::<i64>(HOLD.key(&key).arg(millis(wait))).await;
-            });
+            let key = shared.store.key("mailbox", mailbox_id, "hold");
+            // Unreachable: this replica holds the mailbox alone, as in degraded mode it paces alone.
+            let _ = shared
+                .store
+                .run::<i64>(HOLD.key(&key).arg(millis(wait)))
+                .await;
         }
         tracing::info!(mailbox = %mailbox_id, wait_ms = wait.as_millis() as u64, "mailbox throttled; holding its requests");
     }
@@ -651,7 +651,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_throttled_mailbox_holds_its_requests_until_the_time_has_passed() {
         let pacer = pacer(4, 0);
-        pacer.hold("MBX:a@b", Duration::from_secs(3));
+        pacer.hold("MBX:a@b", Duration::from_secs(3)).await;
         let started = Instant::now();
         let _permit = pacer.acquire("MBX:a@b", 0, &context()).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(3));
@@ -666,7 +666,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hold_longer_than_the_budget_is_refused_at_once() {
         let pacer = pacer(4, 0);
-        pacer.hold("MBX:a@b", Duration::from_secs(600));
+        pacer.hold("MBX:a@b", Duration::from_secs(600)).await;
         let error = pacer.acquire("MBX:a@b", 0, &context()).await.unwrap_err();
         assert!(
             error.retry_after().unwrap() > Duration::from_secs(590),

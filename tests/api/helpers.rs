@@ -212,6 +212,30 @@ pub fn client(bearer: Option<&str>, root: Option<&std::path::Path>) -> reqwest::
 }
 
 impl TestApp {
+    /// A handle on a gateway already running at `address` (another process), served by `simulator`.
+    pub fn at(address: &str, simulator: Simulator) -> TestApp {
+        TestApp {
+            address: address.to_owned(),
+            client: client(None, None),
+            simulator,
+            redis: None,
+            shutdown: None,
+            server: None,
+        }
+    }
+
+    /// Another handle on the same gateway, for a task of its own.
+    pub fn clone_client(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            client: self.client.clone(),
+            simulator: self.simulator.clone(),
+            redis: None,
+            shutdown: None,
+            server: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
