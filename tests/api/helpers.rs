@@ -267,6 +267,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POSTs a small item with `subject` to the demo mailbox's inbox under an `Idempotency-Key`.
+    pub async fn create_with_key(&self, key: &str, subject: &str) -> reqwest::Response {
+        self.client
+            .post(self.inbox_items_url(DEMO.mailbox_id))
+            .header("content-type", "application/octet-stream")
+            .header("idempotency-key", key)
+            .body(item(subject))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// PUTs a raw item over `item_id` with `If-Match: "<change_key>"`.
     pub async fn update(
         &self,

@@ -15,26 +15,15 @@ async fn spawn_app_on(store: Store) -> TestApp {
     .await
 }
 
-async fn create_with_key(app: &TestApp, key: &str, subject: &str) -> reqwest::Response {
-    app.client
-        .post(app.inbox_items_url(DEMO.mailbox_id))
-        .header("content-type", "application/octet-stream")
-        .header("idempotency-key", key)
-        .body(item(subject))
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn a_retry_with_the_same_key_gets_the_stored_response_and_no_second_copy(store: Store) {
     let app = spawn_app_on(store).await;
-    let first = create_with_key(&app, "\"restore-42\"", "x").await;
+    let first = app.create_with_key("\"restore-42\"", "x").await;
     assert_eq!(first.status(), 201);
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first_location = first.headers()["location"].clone();
     let first = json(first).await;
 
-    let again = create_with_key(&app, "\"restore-42\"", "x").await;
+    let again = app.create_with_key("\"restore-42\"", "x").await;
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.headers()["location"], first_location);
@@ -45,9 +34,9 @@ async fn a_retry_with_the_same_key_gets_the_stored_response_and_no_second_copy(s
 
 async fn the_same_key_for_a_different_request_is_422_idempotency_key_reused(store: Store) {
     let app = spawn_app_on(store).await;
-    assert_eq!(create_with_key(&app, "k-1", "one").await.status(), 201);
+    assert_eq!(app.create_with_key("k-1", "one").await.status(), 201);
     problem(
-        create_with_key(&app, "k-1", "two").await,
+        app.create_with_key("k-1", "two").await,
         422,
         "idempotency_key_reused",
     )
@@ -65,10 +54,10 @@ async fn a_retry_while_the_first_still_runs_waits_for_its_outcome(store: Store) 
     );
     app.simulator
         .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(1)), 1);
-    let first = create_with_key(&app, "k-wait", "x");
+    let first = app.create_with_key("k-wait", "x");
     let second = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        create_with_key(&app, "k-wait", "x").await
+        app.create_with_key("k-wait", "x").await
     };
     let (first, second) = tokio::join!(first, second);
     assert_eq!(first.status(), 201);
@@ -107,7 +96,7 @@ async fn a_client_that_hangs_up_does_not_cancel_the_import_and_its_retry_gets_th
         .await;
     assert!(gave_up.is_err(), "the client timed out");
 
-    let retry = create_with_key(&app, "k-hangup", "hang up").await;
+    let retry = app.create_with_key("k-hangup", "hang up").await;
     assert_eq!(retry.status(), 201);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     let retried = json(retry).await;
@@ -121,12 +110,12 @@ async fn an_unknown_outcome_is_kept_under_the_key_so_a_retry_never_duplicates(st
     app.simulator
         .inject(FaultTarget::Import, Fault::DropAfterHandling, 1);
     let first = problem(
-        create_with_key(&app, "k-unknown", "x").await,
+        app.create_with_key("k-unknown", "x").await,
         502,
         "outcome_unknown",
     )
     .await;
-    let again = create_with_key(&app, "k-unknown", "x").await;
+    let again = app.create_with_key("k-unknown", "x").await;
     assert_eq!(again.status(), 502);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     // The stored answer, as it was: its requestId names the request that ran.
@@ -147,12 +136,12 @@ async fn an_answer_that_did_nothing_frees_the_key_for_a_retry(store: Store) {
         1,
     );
     problem(
-        create_with_key(&app, "k-throttled", "x").await,
+        app.create_with_key("k-throttled", "x").await,
         503,
         "upstream_throttled",
     )
     .await;
-    let retry = create_with_key(&app, "k-throttled", "x").await;
+    let retry = app.create_with_key("k-throttled", "x").await;
     // The mailbox is held for 600 s after that 429, beyond the retry budget: still refused, not replayed.
     assert!(retry.headers().get("idempotent-replayed").is_none());
     problem(retry, 503, "upstream_throttled").await;
@@ -162,7 +151,7 @@ async fn an_answer_that_did_nothing_frees_the_key_for_a_retry(store: Store) {
 async fn a_malformed_key_is_400(store: Store) {
     let app = spawn_app_on(store).await;
     problem(
-        create_with_key(&app, "has space", "x").await,
+        app.create_with_key("has space", "x").await,
         400,
         "invalid_idempotency_key",
     )
@@ -190,17 +179,17 @@ async fn a_retry_that_outwaits_a_long_first_request_gets_409_in_flight_then_the_
     );
     app.simulator
         .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(3)), 1);
-    let first = create_with_key(&app, "k-long", "x");
+    let first = app.create_with_key("k-long", "x");
     let second = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        create_with_key(&app, "k-long", "x").await
+        app.create_with_key("k-long", "x").await
     };
     let (first, second) = tokio::join!(first, second);
     assert_eq!(second.headers()["retry-after"], "1");
     problem(second, 409, "idempotency_key_in_flight").await;
     assert_eq!(first.status(), 201);
     let first = json(first).await;
-    let third = create_with_key(&app, "k-long", "x").await;
+    let third = app.create_with_key("k-long", "x").await;
     assert_eq!(third.headers()["idempotent-replayed"], "true");
     assert_eq!(json(third).await, first);
     assert_eq!(

@@ -12,17 +12,6 @@ use crate::helpers::{
     item, json, problem, spawn_gateway, spawn_replicas, AppOptions, Store, TestApp,
 };
 
-async fn create_with_key(app: &TestApp, key: &str, subject: &str) -> reqwest::Response {
-    app.client
-        .post(app.inbox_items_url(DEMO.mailbox_id))
-        .header("content-type", "application/octet-stream")
-        .header("idempotency-key", key)
-        .body(item(subject))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// An upstream that enforces Exchange's 4 requests per mailbox and takes 150 ms per request.
 fn exchange_like(simulator: &mailbox_gateway::simulator::Simulator) {
     simulator
@@ -58,41 +47,36 @@ async fn imports_spread_over_three_replicas_keep_the_mailbox_limit_and_all_succe
     assert_eq!(replicas[0].simulator.items(DEMO.mailbox_id).len(), 240);
 }
 
+/// Sends `count` imports at once to `app`; answers each one's status and when it came, since `started`.
+async fn timed_creates(
+    app: &TestApp,
+    prefix: &str,
+    count: usize,
+    started: Instant,
+) -> Vec<(u16, Duration)> {
+    futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            let status = app
+                .create(DEMO.mailbox_id, "inbox", item(&format!("{prefix} {i}")))
+                .await
+                .status();
+            (status.as_u16(), started.elapsed())
+        })
+        .buffer_unordered(count)
+        .collect()
+        .await
+}
+
 #[tokio::test]
 async fn a_replica_queue_is_not_starved_by_a_busier_one() {
     let (replicas, _redis) = spawn_replicas(2, AppOptions::default()).await;
     exchange_like(&replicas[0].simulator);
     let started = Instant::now();
-    let flood = futures_util::stream::iter(0..40)
-        .map(|i| {
-            let app = &replicas[0];
-            async move {
-                let status = app
-                    .create(DEMO.mailbox_id, "inbox", item(&format!("a {i}")))
-                    .await
-                    .status();
-                (status.as_u16(), started.elapsed())
-            }
-        })
-        .buffer_unordered(40)
-        .collect::<Vec<_>>();
+    let flood = timed_creates(&replicas[0], "a", 40, started);
     let late = async {
         // The flood has taken every permit and queued the rest before these arrive.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        futures_util::stream::iter(0..4)
-            .map(|i| {
-                let app = &replicas[1];
-                async move {
-                    let status = app
-                        .create(DEMO.mailbox_id, "inbox", item(&format!("b {i}")))
-                        .await
-                        .status();
-                    (status.as_u16(), started.elapsed())
-                }
-            })
-            .buffer_unordered(4)
-            .collect::<Vec<_>>()
-            .await
+        timed_creates(&replicas[1], "b", 4, started).await
     };
     let (mut flood, late) = tokio::join!(flood, late);
     assert!(flood.iter().chain(&late).all(|(s, _)| *s == 201));
@@ -109,10 +93,10 @@ async fn a_replica_queue_is_not_starved_by_a_busier_one() {
 #[tokio::test]
 async fn a_key_replays_on_another_replica_sequentially_and_concurrently_with_one_import() {
     let (replicas, _redis) = spawn_replicas(3, AppOptions::default()).await;
-    let first = create_with_key(&replicas[0], "k-seq", "seq").await;
+    let first = replicas[0].create_with_key("k-seq", "seq").await;
     assert_eq!(first.status(), 201);
     let first = json(first).await;
-    let again = create_with_key(&replicas[1], "k-seq", "seq").await;
+    let again = replicas[1].create_with_key("k-seq", "seq").await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(json(again).await, first);
     assert_eq!(replicas[0].counters().import_requests, 1);
@@ -121,7 +105,7 @@ async fn a_key_replays_on_another_replica_sequentially_and_concurrently_with_one
     for round in 0..6 {
         let key = format!("k-race-{round}");
         let answers = futures_util::future::join_all(
-            replicas.iter().map(|app| create_with_key(app, &key, &key)),
+            replicas.iter().map(|app| app.create_with_key(&key, &key)),
         )
         .await;
         let mut ids = Vec::new();
@@ -140,11 +124,11 @@ async fn a_key_replays_on_another_replica_sequentially_and_concurrently_with_one
 async fn a_restarted_replica_still_replays_a_key() {
     let (mut replicas, redis) = spawn_replicas(1, AppOptions::default()).await;
     let replica = replicas.pop().unwrap();
-    let first = json(create_with_key(&replica, "k-restart", "x").await).await;
+    let first = json(replica.create_with_key("k-restart", "x").await).await;
     let simulator = replica.simulator.clone();
     replica.stop().await.unwrap();
     let restarted = spawn_gateway(&AppOptions::default(), simulator, Some(&redis.url())).await;
-    let again = create_with_key(&restarted, "k-restart", "x").await;
+    let again = restarted.create_with_key("k-restart", "x").await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(json(again).await, first);
     assert_eq!(restarted.counters().import_requests, 1);
@@ -209,7 +193,7 @@ async fn a_killed_replica_frees_its_permits_and_its_key_reads_outcome_unknown_af
     }
     let keyed = doomed_app.clone_client();
     hanging.push(tokio::spawn(async move {
-        create_with_key(&keyed, "k-doomed", "doomed").await
+        keyed.create_with_key("k-doomed", "doomed").await
     }));
     // Wait until all four hold a permit and are at the upstream.
     while simulator.counters().import_requests < 5 {
@@ -226,7 +210,7 @@ async fn a_killed_replica_frees_its_permits_and_its_key_reads_outcome_unknown_af
         .await;
     assert_eq!(after.status(), 201);
     // The key the dead replica held is never run again: it reads outcome_unknown.
-    let retry = create_with_key(&survivor, "k-doomed", "doomed").await;
+    let retry = survivor.create_with_key("k-doomed", "doomed").await;
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     problem(retry, 502, "outcome_unknown").await;
     assert_eq!(
@@ -240,10 +224,10 @@ async fn a_killed_replica_frees_its_permits_and_its_key_reads_outcome_unknown_af
 async fn when_the_store_dies_keyed_requests_get_503_unkeyed_ones_go_on_and_it_recovers() {
     let (mut replicas, mut redis) = spawn_replicas(1, AppOptions::default()).await;
     let app = replicas.pop().unwrap();
-    assert_eq!(create_with_key(&app, "k-before", "x").await.status(), 201);
+    assert_eq!(app.create_with_key("k-before", "x").await.status(), 201);
     redis.kill();
 
-    let refused = create_with_key(&app, "k-during", "x").await;
+    let refused = app.create_with_key("k-during", "x").await;
     assert_eq!(refused.headers()["retry-after"], "5");
     problem(refused, 503, "shared_state_unavailable").await;
     let imports = app.counters().import_requests;
@@ -281,7 +265,7 @@ async fn when_the_store_dies_keyed_requests_get_503_unkeyed_ones_go_on_and_it_re
     redis.restart().await;
     let restarted = Instant::now();
     let recovered = loop {
-        let answer = create_with_key(&app, "k-after", "x").await;
+        let answer = app.create_with_key("k-after", "x").await;
         if answer.status() == 201 {
             break restarted.elapsed();
         }
