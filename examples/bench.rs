@@ -20,8 +20,8 @@ use anyhow::{bail, ensure, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
+use exchange_simulator::DEMO;
 use mailbox_gateway::fts::synthetic_item;
-use mailbox_gateway::simulator::DEMO;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::Client;
 use serde_json::Value;
@@ -71,6 +71,8 @@ enum Route {
     Nginx,
     /// The raw item to the gateway's `POST /v1/mailboxes/{mailbox}/folders/inbox/items`.
     Gateway,
+    /// The same, to a second gateway that keeps its state in a Valkey/Redis store.
+    GatewayShared,
 }
 
 impl Route {
@@ -79,7 +81,10 @@ impl Route {
             "direct" => Route::Direct,
             "nginx" => Route::Nginx,
             "gateway" => Route::Gateway,
-            other => bail!("unknown path {other:?} in BENCH_PATHS (direct, nginx, gateway)"),
+            "gateway-shared" => Route::GatewayShared,
+            other => bail!(
+                "unknown path {other:?} in BENCH_PATHS (direct, nginx, gateway, gateway-shared)"
+            ),
         })
     }
 
@@ -88,6 +93,7 @@ impl Route {
             Route::Direct => "direct",
             Route::Nginx => "nginx",
             Route::Gateway => "gateway",
+            Route::GatewayShared => "gateway-shared",
         }
     }
 }
@@ -97,9 +103,13 @@ struct Settings {
     sim_url: String,
     nginx_url: Option<String>,
     gateway_url: Option<String>,
+    gateway_shared_url: Option<String>,
     sim_pid: Option<u32>,
     nginx_pid: Option<u32>,
     gateway_pid: Option<u32>,
+    gateway_shared_pid: Option<u32>,
+    /// The Valkey/Redis server of the shared gateway.
+    store_pid: Option<u32>,
     seconds: f64,
     warmup: f64,
     concurrency: usize,
@@ -188,9 +198,12 @@ impl Settings {
             sim_url: var("BENCH_SIM_URL").context("BENCH_SIM_URL is not set (run ./bench/run)")?,
             nginx_url: var("BENCH_NGINX_URL"),
             gateway_url: var("BENCH_GATEWAY_URL"),
+            gateway_shared_url: var("BENCH_GATEWAY_SHARED_URL"),
             sim_pid: pid("BENCH_SIM_PID")?,
             nginx_pid: pid("BENCH_NGINX_PID")?,
             gateway_pid: pid("BENCH_GATEWAY_PID")?,
+            gateway_shared_pid: pid("BENCH_GATEWAY_SHARED_PID")?,
+            store_pid: pid("BENCH_STORE_PID")?,
             seconds: parsed("BENCH_SECONDS", 10.0)?,
             warmup: parsed("BENCH_WARMUP_SECONDS", 2.0)?,
             concurrency: parsed("BENCH_CONCURRENCY", 32)?,
@@ -240,6 +253,10 @@ impl Settings {
                         "BENCH_GATEWAY_URL is not set"
                     )
                 }
+                Route::GatewayShared => ensure!(
+                    settings.gateway_shared_url.is_some(),
+                    "BENCH_GATEWAY_SHARED_URL is not set"
+                ),
                 Route::Direct => {}
             }
         }
@@ -252,6 +269,7 @@ impl Settings {
             Route::Direct => None,
             Route::Nginx => self.nginx_pid,
             Route::Gateway => self.gateway_pid,
+            Route::GatewayShared => self.gateway_shared_pid,
         }
     }
 }
@@ -262,6 +280,7 @@ struct Target {
     direct_url: String,
     nginx_url: Option<String>,
     gateway_url: Option<String>,
+    gateway_shared_url: Option<String>,
 }
 
 impl Target {
@@ -270,6 +289,10 @@ impl Target {
             Route::Direct => &self.direct_url,
             Route::Nginx => self.nginx_url.as_deref().expect("checked in Settings"),
             Route::Gateway => self.gateway_url.as_deref().expect("checked in Settings"),
+            Route::GatewayShared => self
+                .gateway_shared_url
+                .as_deref()
+                .expect("checked in Settings"),
         }
     }
 }
@@ -327,6 +350,8 @@ struct Snapshot {
     /// Sum of the middle process(es)' peak RSS since the last reset, KiB.
     middle_hwm_kib: Option<u64>,
     sim_cpu: Option<f64>,
+    /// The shared gateway's store, on its route only.
+    store_cpu: Option<f64>,
     client_cpu: f64,
     /// Busy and total jiffies of the whole machine.
     host: (u64, u64),
@@ -338,6 +363,7 @@ struct Snapshot {
 struct Probe {
     middle: Vec<u32>,
     sim_pid: Option<u32>,
+    store_pid: Option<u32>,
     clk_tck: f64,
 }
 
@@ -357,6 +383,7 @@ impl Probe {
         Ok(Probe {
             middle,
             sim_pid: settings.sim_pid,
+            store_pid: settings.store_pid.filter(|_| route == Route::GatewayShared),
             clk_tck: settings.clk_tck,
         })
     }
@@ -388,6 +415,10 @@ impl Probe {
             .sim_pid
             .map(|pid| cpu_seconds(&format!("/proc/{pid}/stat"), self.clk_tck))
             .transpose()?;
+        let store_cpu = self
+            .store_pid
+            .map(|pid| cpu_seconds(&format!("/proc/{pid}/stat"), self.clk_tck))
+            .transpose()?;
         let client_cpu = cpu_seconds("/proc/self/stat", self.clk_tck)?;
         let host = host_jiffies()?;
         // Last, since under load its answer takes a while; the CPU readings above are the instant.
@@ -404,6 +435,7 @@ impl Probe {
             middle_rss_kib,
             middle_hwm_kib,
             sim_cpu,
+            store_cpu,
             client_cpu,
             host,
             sink: (counter("sink_items"), counter("sink_bytes")),
@@ -534,6 +566,10 @@ impl Cell {
         self.per_thousand(self.before.sim_cpu, self.after.sim_cpu)
     }
 
+    fn store_cpu_per_k(&self) -> Option<f64> {
+        self.per_thousand(self.before.store_cpu, self.after.store_cpu)
+    }
+
     fn client_cpu_per_k(&self) -> Option<f64> {
         self.per_thousand(Some(self.before.client_cpu), Some(self.after.client_cpu))
     }
@@ -552,6 +588,7 @@ impl Cell {
         };
         let ours = delta(self.before.middle_cpu, self.after.middle_cpu)
             + delta(self.before.sim_cpu, self.after.sim_cpu)
+            + delta(self.before.store_cpu, self.after.store_cpu)
             + (self.after.client_cpu - self.before.client_cpu);
         let others = (busy / clk_tck - ours).max(0.0) / (total / clk_tck);
         (busy / total, others)
@@ -807,6 +844,10 @@ async fn prepare_targets(http: &Client, settings: &Settings) -> anyhow::Result<V
                 .gateway_url
                 .as_ref()
                 .map(|gateway| format!("{gateway}/v1/mailboxes/{address}/folders/inbox/items")),
+            gateway_shared_url: settings
+                .gateway_shared_url
+                .as_ref()
+                .map(|gateway| format!("{gateway}/v1/mailboxes/{address}/folders/inbox/items")),
             inbox_id: inbox["id"]
                 .as_str()
                 .context("the inbox has no id")?
@@ -899,7 +940,7 @@ async fn run_cell(
                 }
                 let item = (worker + sent) % bodies.raw.len();
                 let request = match route {
-                    Route::Gateway => http
+                    Route::Gateway | Route::GatewayShared => http
                         .post(&url)
                         .header(CONTENT_TYPE, "application/octet-stream")
                         .body(bodies.raw[item].clone()),
@@ -1117,17 +1158,17 @@ fn report(
     let _ = writeln!(out, "## Throughput, latency and cost per path\n");
     let _ = writeln!(
         out,
-        "| size | path | items/s | MB/s | p50 ms | p99 ms | middle CPU s/1k items | middle peak RSS MiB | sink CPU s/1k | client CPU s/1k | host busy | others | items | errors |"
+        "| size | path | items/s | MB/s | p50 ms | p99 ms | middle CPU s/1k items | middle peak RSS MiB | sink CPU s/1k | store CPU s/1k | client CPU s/1k | host busy | others | items | errors |"
     );
     let _ = writeln!(
         out,
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for cell in cells {
         let (busy, others) = cell.host_busy_and_others(settings.clk_tck);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {} | {} |",
+            "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {} | {} |",
             size_label(cell.size),
             cell.route.name(),
             cell.items_per_sec(),
@@ -1137,6 +1178,7 @@ fn report(
             opt(cell.middle_cpu_per_k(), 3),
             mib(cell.after.middle_hwm_kib),
             opt(cell.sim_cpu_per_k(), 3),
+            opt(cell.store_cpu_per_k(), 3),
             opt(cell.client_cpu_per_k(), 3),
             busy * 100.0,
             others * 100.0,
@@ -1182,6 +1224,43 @@ fn report(
             max_cpu.map_or("–".to_owned(), |b| verdict(cpu_vs_nginx, b, false)),
             opt(ratio(rss(gateway), rss(nginx)), 2),
         );
+    }
+
+    if cells.iter().any(|c| c.route == Route::GatewayShared) {
+        let _ = writeln!(
+            out,
+            "\n## Shared state: the gateway with a Valkey/Redis store ÷ the gateway in memory\n"
+        );
+        let _ = writeln!(
+            out,
+            "| size | items/s shared/memory | target | gateway CPU per item shared/memory | store CPU per item (ms) | store CPU ÷ gateway CPU |"
+        );
+        let _ = writeln!(out, "|---|--:|---|--:|--:|--:|");
+        let mut sizes: Vec<usize> = cells.iter().map(|c| c.size).collect();
+        sizes.dedup();
+        for size in sizes {
+            let memory = find(cells, size, Route::Gateway).map(|i| &cells[i]);
+            let shared = find(cells, size, Route::GatewayShared).map(|i| &cells[i]);
+            let rate = |cell: Option<&Cell>| cell.map(Cell::items_per_sec);
+            let cpu = |cell: Option<&Cell>| cell.and_then(Cell::middle_cpu_per_k);
+            let store = shared.and_then(Cell::store_cpu_per_k);
+            let items = ratio(rate(shared), rate(memory));
+            let target = match size {
+                4096 => verdict(items, 0.8, true),
+                65536 => verdict(items, 0.95, true),
+                _ => "–".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                size_label(size),
+                opt(items, 2),
+                target,
+                opt(ratio(cpu(shared), cpu(memory)), 2),
+                opt(store, 3),
+                opt(ratio(store, cpu(shared)), 2),
+            );
+        }
     }
 
     if !large.is_empty() {

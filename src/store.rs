@@ -6,12 +6,14 @@
 //! configured prefix and carry one hash tag (`{...}`) per mailbox or per client, so all the keys one
 //! script touches live in one Redis Cluster slot; every key has a TTL, so nothing grows forever.
 //!
-//! The connection is redis-rs's `ConnectionManager`: one multiplexed connection per replica that
-//! reconnects by itself. It is made lazily, so a replica starts (degraded) while the store is down, and a
-//! probe pings the store every second so that `/readyz` and `mailbox_gateway_shared_state_up` follow it
-//! without traffic. A change of state is logged once, not once per request.
+//! The connection is redis-rs's `ConnectionManager`: a multiplexed connection that reconnects by itself,
+//! one per thread that uses the store (like `GraphClient`'s upstream pools), so that a worker's script
+//! calls do not hop to another thread. Each is made lazily, so a replica starts (degraded) while the store
+//! is down, and a probe pings the store every second so that `/readyz` and
+//! `mailbox_gateway_shared_state_up` follow it without traffic. A change of state is logged once, not
+//! once per request.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError, ScriptInvocation};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
+use thread_local::ThreadLocal;
 
 use crate::config::SharedStateConfig;
 use crate::metrics::Metrics;
@@ -41,12 +44,17 @@ pub struct StoreUnavailable(#[source] pub RedisError);
 
 /// The shared store of one replica: a cheap handle to share as `Arc`.
 pub struct SharedStore {
-    connection: ConnectionManager,
+    client: redis::Client,
+    settings: ConnectionManagerConfig,
+    /// One connection per thread, made on the thread's first call (its driver runs on that runtime).
+    connections: ThreadLocal<ConnectionManager>,
     prefix: String,
     up: AtomicBool,
     metrics: Arc<Metrics>,
     /// This replica's name in the store (a random UUID): in permit and claim owners, for debugging.
     replica: String,
+    /// A counter that makes holder names unique within the replica.
+    names: AtomicU64,
 }
 
 // By hand: the connection manager's own `Debug` would show its connection info, password included.
@@ -73,16 +81,16 @@ impl SharedStore {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_min_delay(Duration::from_millis(100))
             .set_max_delay(Duration::from_secs(2));
-        let connection = client
-            .get_connection_manager_lazy(settings)
-            .map_err(StoreUnavailable)?;
         metrics.shared_state_up(false);
         let store = Arc::new(SharedStore {
-            connection,
+            client,
+            settings,
+            connections: ThreadLocal::new(),
             prefix: config.prefix.clone(),
             up: AtomicBool::new(false),
             metrics,
-            replica: uuid::Uuid::new_v4().to_string(),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
+            names: AtomicU64::new(0),
         });
         tokio::spawn(probe(Arc::downgrade(&store)));
         Ok(store)
@@ -96,7 +104,19 @@ impl SharedStore {
 
     /// A fresh name for something this replica holds (a permit, a claim).
     pub fn holder_name(&self) -> String {
-        format!("{}/{}", self.replica, uuid::Uuid::new_v4().simple())
+        let n = self.names.fetch_add(1, Ordering::Relaxed);
+        format!("{}/{n}", self.replica)
+    }
+
+    /// Runs one command (atomic by itself) and reads its answer.
+    pub async fn command<T: FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreUnavailable> {
+        let mut connection = self.connection()?;
+        let answer = command.query_async(&mut connection).await;
+        self.note(answer.as_ref().err());
+        answer.map_err(StoreUnavailable)
     }
 
     /// Runs a script and reads its answer.
@@ -104,7 +124,7 @@ impl SharedStore {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, StoreUnavailable> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         let answer = invocation.invoke_async(&mut connection).await;
         self.note(answer.as_ref().err());
         answer.map_err(StoreUnavailable)
@@ -116,10 +136,22 @@ impl SharedStore {
     }
 
     async fn ping(&self) {
-        let mut connection = self.connection.clone();
-        let answer: Result<String, RedisError> =
-            redis::cmd("PING").query_async(&mut connection).await;
+        let answer: Result<String, RedisError> = match self.connection() {
+            Ok(mut connection) => redis::cmd("PING").query_async(&mut connection).await,
+            Err(StoreUnavailable(error)) => Err(error),
+        };
         self.note(answer.as_ref().err());
+    }
+
+    /// This thread's connection (a cheap clone of a handle).
+    fn connection(&self) -> Result<ConnectionManager, StoreUnavailable> {
+        self.connections
+            .get_or_try(|| {
+                self.client
+                    .get_connection_manager_lazy(self.settings.clone())
+            })
+            .cloned()
+            .map_err(StoreUnavailable)
     }
 
     /// Records whether the store answered; logs and counts a change.

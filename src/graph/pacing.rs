@@ -18,14 +18,13 @@
 //! store is unreachable, each replica falls back to a local limit of its own
 //! (`MAILBOX_GATEWAY_DEGRADED_MAILBOX_CONCURRENCY`).
 
-use std::collections::VecDeque;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rand::Rng;
 use redis::Script;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::per_mailbox::PerMailbox;
@@ -58,7 +57,13 @@ struct SharedPacing {
     store: Arc<SharedStore>,
     degraded_concurrency: usize,
     degraded: PerMailbox<Arc<Semaphore>>,
+    held: Arc<HeldPermits>,
 }
+
+/// The shared permits this replica holds (id → its mailbox's holders key), renewed together by one task
+/// every third of the lease instead of by a task per permit: most permits are given back long before.
+/// A std `Mutex`: held for an insert, a remove or a copy, never across an await.
+type HeldPermits = Mutex<HashMap<String, String>>;
 
 /// One mailbox's gate on this replica. Its std `Mutex`es are held for a read or an update, never across
 /// an await.
@@ -70,6 +75,8 @@ struct Gate {
     uploads: Mutex<VecDeque<(Instant, u64)>>,
     /// Woken when this replica gives a shared permit back, so its waiters poll at once.
     freed: Arc<Notify>,
+    /// The mailbox's keys in the shared store, named once (each name hashes the mailbox id).
+    keys: OnceLock<MailboxKeys>,
 }
 
 /// The right to send one request to a mailbox; dropping it lets the next one in.
@@ -94,11 +101,14 @@ struct SharedPermit {
     store: Arc<SharedStore>,
     holders: String,
     id: String,
-    renewal: AbortHandle,
+    held: Arc<HeldPermits>,
     freed: Arc<Notify>,
+    /// Given back already, by [`MailboxPermit::release`].
+    released: bool,
 }
 
 /// The keys of one mailbox's shared state.
+#[derive(Debug)]
 struct MailboxKeys {
     holders: String,
     queue: String,
@@ -124,30 +134,43 @@ impl MailboxKeys {
     }
 }
 
-/// Takes a mailbox's turn: reaps lapsed permits and waiters, honours a hold, queues the caller with a
-/// ticket, checks the upload window and grants a permit when the caller's ticket is among the free ones.
-/// KEYS: holders, queue, waiters, tickets, hold, uploads, uploaded. ARGV: id, limit, lease ms, waiter
-/// lease ms, upload bytes, upload limit (0 = off), window ms. Answers `{state, milliseconds}`.
+/// Takes a mailbox's turn: honours a hold, reaps lapsed permits when the mailbox looks full, and grants a
+/// permit at once when nobody is queued and one is free. Otherwise it reaps lapsed waiters, gives the caller a ticket in the
+/// mailbox's queue (kept on later calls) and grants when the caller's ticket is among the free permits.
+/// Before granting, it checks the upload window. KEYS: holders, queue, waiters, tickets, hold, uploads,
+/// uploaded. ARGV: id, limit, lease ms, waiter lease ms, upload bytes, upload limit (0 = off), window
+/// ms. Answers `{state, milliseconds}`.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{}",
         r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
-if #gone > 0 then
-  redis.call('ZREM', KEYS[2], unpack(gone))
-  redis.call('ZREM', KEYS[3], unpack(gone))
-end
 local held = tonumber(redis.call('GET', KEYS[5]) or '0')
 if held > now then return {'held', held - now} end
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
-end
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+local limit = tonumber(ARGV[2])
 local idle = tonumber(ARGV[3]) + 60000
-for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], idle) end
-local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-if redis.call('ZRANK', KEYS[2], ARGV[1]) >= free then return {'queued', 0} end
+local queued = false
+-- Lapsed permits matter only when the mailbox looks full.
+local holding = redis.call('ZCARD', KEYS[1])
+if holding >= limit then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  holding = redis.call('ZCARD', KEYS[1])
+end
+if holding >= limit or redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[2], unpack(gone))
+    redis.call('ZREM', KEYS[3], unpack(gone))
+  end
+  if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+    redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+  end
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+  for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], idle) end
+  local free = limit - redis.call('ZCARD', KEYS[1])
+  if redis.call('ZRANK', KEYS[2], ARGV[1]) >= free then return {'queued', 0} end
+  queued = true
+end
 local bytes = tonumber(ARGV[5])
 if bytes > 0 and tonumber(ARGV[6]) > 0 then
   local window = tonumber(ARGV[7])
@@ -159,8 +182,10 @@ if bytes > 0 and tonumber(ARGV[6]) > 0 then
   if used < 0 or redis.call('ZCARD', KEYS[6]) == 0 then used = 0 end
   if used > 0 and used + bytes > tonumber(ARGV[6]) then
     redis.call('SET', KEYS[7], used, 'PX', window)
-    redis.call('ZREM', KEYS[2], ARGV[1])
-    redis.call('ZREM', KEYS[3], ARGV[1])
+    if queued then
+      redis.call('ZREM', KEYS[2], ARGV[1])
+      redis.call('ZREM', KEYS[3], ARGV[1])
+    end
     local oldest = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
     return {'upload', tonumber(oldest[2]) + window - now}
   end
@@ -168,8 +193,10 @@ if bytes > 0 and tonumber(ARGV[6]) > 0 then
   redis.call('SET', KEYS[7], used + bytes, 'PX', window)
   redis.call('PEXPIRE', KEYS[6], window)
 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+if queued then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], idle)
 return {'granted', 0}
@@ -177,9 +204,7 @@ return {'granted', 0}
     ))
 });
 
-/// Gives a permit back. KEYS: holders. ARGV: id.
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new("return redis.call('ZREM', KEYS[1], ARGV[1])"));
+// A permit is given back with a plain `ZREM holders id`: one command, atomic without a script.
 
 /// Leaves the queue without a permit. KEYS: queue, waiters. ARGV: id.
 static LEAVE: LazyLock<Script> = LazyLock::new(|| {
@@ -231,11 +256,18 @@ impl MailboxPacer {
         store: Arc<SharedStore>,
         degraded_concurrency: usize,
     ) -> MailboxPacer {
+        let held = Arc::new(HeldPermits::default());
+        tokio::spawn(renew_held(
+            store.clone(),
+            Arc::downgrade(&held),
+            settings.permit_lease,
+        ));
         MailboxPacer {
             shared: Some(SharedPacing {
                 store,
                 degraded_concurrency: degraded_concurrency.max(1),
                 degraded: PerMailbox::default(),
+                held,
             }),
             ..MailboxPacer::new(settings, metrics)
         }
@@ -308,11 +340,13 @@ impl MailboxPacer {
     ) -> Result<Extra, GraphError> {
         let action = || format!("waiting for {mailbox_id}'s turn");
         let store = &shared.store;
-        let keys = MailboxKeys::new(store, mailbox_id);
+        let keys = gate
+            .keys
+            .get_or_init(|| MailboxKeys::new(store, mailbox_id));
         let id = store.holder_name();
         let mut queued = Queued {
             store,
-            keys: &keys,
+            keys,
             id: &id,
             left: false,
         };
@@ -350,19 +384,18 @@ impl MailboxPacer {
             match state.as_str() {
                 "granted" => {
                     queued.left = true;
-                    let renewal = tokio::spawn(renew(
-                        store.clone(),
-                        keys.holders.clone(),
-                        id.clone(),
-                        self.settings.permit_lease,
-                    ))
-                    .abort_handle();
+                    shared
+                        .held
+                        .lock()
+                        .expect("held permits poisoned")
+                        .insert(id.clone(), keys.holders.clone());
                     return Ok(Extra::Shared(SharedPermit {
                         store: store.clone(),
                         holders: keys.holders.clone(),
                         id: id.clone(),
-                        renewal,
+                        held: shared.held.clone(),
                         freed: gate.freed.clone(),
+                        released: false,
                     }));
                 }
                 "held" if !context.can_wait(wait) => {
@@ -445,11 +478,14 @@ impl MailboxPacer {
             }
         }
         if let Some(shared) = &self.shared {
-            let key = shared.store.key("mailbox", mailbox_id, "hold");
+            let key = &gate
+                .keys
+                .get_or_init(|| MailboxKeys::new(&shared.store, mailbox_id))
+                .hold;
             // Unreachable: this replica holds the mailbox alone, as in degraded mode it paces alone.
             let _ = shared
                 .store
-                .run::<i64>(HOLD.key(&key).arg(millis(wait)))
+                .run::<i64>(HOLD.key(key).arg(millis(wait)))
                 .await;
         }
         tracing::info!(mailbox = %mailbox_id, wait_ms = wait.as_millis() as u64, "mailbox throttled; holding its requests");
@@ -499,6 +535,7 @@ impl MailboxPacer {
             held_until: Mutex::new(None),
             uploads: Mutex::new(VecDeque::new()),
             freed: Arc::new(Notify::new()),
+            keys: OnceLock::new(),
         })
     }
 }
@@ -533,9 +570,38 @@ impl Drop for Queued<'_> {
     }
 }
 
+impl MailboxPermit {
+    /// Gives the permit back, waiting for the shared store to hear of it (one round trip); dropping
+    /// a permit does the same in a task of its own.
+    pub async fn release(mut self) {
+        if let Some(Extra::Shared(mut permit)) = self._extra.take() {
+            permit.forget_locally();
+            // If this fails, the permit's lease runs out instead.
+            let _ = permit
+                .store
+                .command::<i64>(redis::cmd("ZREM").arg(&permit.holders).arg(&permit.id))
+                .await;
+            permit.freed.notify_waiters();
+            permit.released = true;
+        }
+    }
+}
+
+impl SharedPermit {
+    fn forget_locally(&mut self) {
+        self.held
+            .lock()
+            .expect("held permits poisoned")
+            .remove(&self.id);
+    }
+}
+
 impl Drop for SharedPermit {
     fn drop(&mut self) {
-        self.renewal.abort();
+        if self.released {
+            return;
+        }
+        self.forget_locally();
         let (store, holders, id, freed) = (
             self.store.clone(),
             std::mem::take(&mut self.holders),
@@ -545,23 +611,40 @@ impl Drop for SharedPermit {
         // If this fails, the permit's lease runs out instead.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = store.run::<i64>(RELEASE.key(&holders).arg(&id)).await;
+                let _ = store
+                    .command::<i64>(redis::cmd("ZREM").arg(&holders).arg(&id))
+                    .await;
                 freed.notify_waiters();
             });
         }
     }
 }
 
-/// Renews a shared permit's lease until aborted, or until it turns out to have lapsed.
-async fn renew(store: Arc<SharedStore>, holders: String, id: String, lease: Duration) {
+/// Renews the leases of the permits this replica holds, every third of the lease, until the pacer is
+/// dropped.
+async fn renew_held(store: Arc<SharedStore>, held: Weak<HeldPermits>, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        if let Ok(0) = store
-            .run::<i64>(RENEW.key(&holders).arg(&id).arg(millis(lease)))
-            .await
-        {
-            tracing::warn!("a mailbox permit lapsed while held; the mailbox may briefly see one request more than its limit");
-            return;
+        let Some(held) = held.upgrade() else { return };
+        let permits: Vec<(String, String)> = held
+            .lock()
+            .expect("held permits poisoned")
+            .iter()
+            .map(|(id, holders)| (id.clone(), holders.clone()))
+            .collect();
+        for (id, holders) in permits {
+            let renewed = store
+                .run::<i64>(RENEW.key(&holders).arg(&id).arg(millis(lease)))
+                .await;
+            // Not renewed because it was given back meanwhile is no news.
+            let still_held = || {
+                held.lock()
+                    .expect("held permits poisoned")
+                    .contains_key(&id)
+            };
+            if matches!(renewed, Ok(0)) && still_held() {
+                tracing::warn!("a mailbox permit lapsed while held; the mailbox may briefly see one request more than its limit");
+            }
         }
     }
 }
