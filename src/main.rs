@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use exchange_simulator::{Simulator, SimulatorConfig, DEMO};
 use mailbox_gateway::config::{Config, CredentialConfig, ImportHosts, Sources, TenantConfig};
-use mailbox_gateway::simulator::{Simulator, SimulatorConfig, DEMO};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;

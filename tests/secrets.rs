@@ -8,10 +8,10 @@ mod helpers;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use exchange_simulator::{Fault, FaultTarget, DEMO};
 use helpers::{federated_token, fixture, item, spawn_app_with, trust_federated_issuer, AppOptions};
 use mailbox_gateway::access::parse_rules;
 use mailbox_gateway::config::{AccessConfig, AuthConfig, CertificateAlgorithm, CredentialConfig};
-use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
 use sha2::{Digest, Sha256};
 
 #[derive(Clone, Default)]

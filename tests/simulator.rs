@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mailbox_gateway::simulator::{
+use exchange_simulator::{
     Behaviour, Counters, Fault, FaultTarget, Simulator, SimulatorConfig, DEMO,
 };
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sha1::Sha1;

@@ -23,11 +23,13 @@ use serde::{Deserialize, Serialize};
 use thread_local::ThreadLocal;
 use url::Url;
 
-pub use body::ImportBody;
-pub use error::{ErrorKind, GraphError, Missing, UpstreamAnswer};
-pub use pacing::{MailboxPacer, MailboxPermit};
-pub use retry::CallContext;
-pub use sessions::{ImportSession, SessionCache, SESSION_RENEW_MARGIN};
+// What the rest of the gateway uses; everything else here is graph's own.
+pub(crate) use error::{ErrorKind, GraphError, Missing};
+pub(crate) use pacing::MailboxPacer;
+pub(crate) use retry::CallContext;
+
+use body::ImportBody;
+use sessions::{ImportSession, SessionCache};
 
 use crate::auth::{Credential, CredentialError, TokenProvider};
 use crate::config::{ImportHosts, TenantConfig, Timeouts};
@@ -319,7 +321,7 @@ impl GraphClient {
                 continue;
             }
             let outcome = self.post_item(&target, &session, request, context).await;
-            drop(permit);
+            permit.release().await;
             match outcome {
                 Ok(item) => return Ok(item),
                 Err(AttemptError::SessionRefused(_)) if !renewed => {
@@ -548,7 +550,9 @@ impl GraphClient {
                 }
                 Err(e) => Err(e),
             };
-            drop(permit);
+            if let Some(permit) = permit {
+                permit.release().await;
+            }
             self.metrics.upstream(
                 endpoint.label(),
                 answer.as_ref().ok().map(|(status, ..)| status.as_u16()),

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use exchange_simulator::{SimulatorConfig, DEMO};
 use mailbox_gateway::config::{CertificateAlgorithm, CredentialConfig};
-use mailbox_gateway::simulator::{SimulatorConfig, DEMO};
 use secrecy::SecretString;
 
 use crate::helpers::{

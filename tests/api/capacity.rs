@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use exchange_simulator::{Fault, FaultTarget, DEMO};
 use futures_util::StreamExt;
 use mailbox_gateway::config::ConnectionLimits;
 use mailbox_gateway::fts::synthetic_item;
-use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
 
 use tokio::io::AsyncWriteExt;
 

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use exchange_simulator::DEMO;
 use mailbox_gateway::api::{route_table, OPENAPI_YAML};
-use mailbox_gateway::simulator::DEMO;
 use yaml_rust2::YamlLoader;
 
 use crate::helpers::spawn_app;

@@ -1,6 +1,6 @@
 //! Every bad input gets a specific problem, and local checks cost no Graph call.
 
-use mailbox_gateway::simulator::DEMO;
+use exchange_simulator::DEMO;
 
 use crate::helpers::{chunked, item, problem, spawn_app, spawn_app_with, AppOptions};
 

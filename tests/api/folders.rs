@@ -1,6 +1,6 @@
 //! Listing a mailbox's folders across pages.
 
-use mailbox_gateway::simulator::DEMO;
+use exchange_simulator::DEMO;
 
 use crate::helpers::{json, spawn_app};
 

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
+use exchange_simulator::{Counters, Simulator, SimulatorConfig, DEMO};
 use mailbox_gateway::config::{
     AccessConfig, Config, ConnectionLimits, CredentialConfig, IdempotencySettings, ImportHosts,
     Pacing, RetryPolicy, SharedStateConfig, TenantConfig, Timeouts, TlsSettings,
 };
 use mailbox_gateway::fts::ItemBuilder;
-use mailbox_gateway::simulator::{Counters, Simulator, SimulatorConfig, DEMO};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
+use exchange_simulator::{Fault, FaultTarget, DEMO};
 
 use crate::helpers::{item, json, problem, spawn_app_with, AppOptions, Store, TestApp};
 

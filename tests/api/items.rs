@@ -1,7 +1,7 @@
 //! Creating and updating items, by raw stream and by Graph's JSON shape.
 
 use base64::Engine;
-use mailbox_gateway::simulator::DEMO;
+use exchange_simulator::DEMO;
 
 use crate::helpers::{encode, item, json, problem, spawn_app};
 

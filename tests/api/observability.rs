@@ -1,6 +1,6 @@
 //! What operators see: metrics, and Graph's request id handed back to the client.
 
-use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
+use exchange_simulator::{Fault, FaultTarget, DEMO};
 
 use crate::helpers::{item, problem, spawn_app};
 

@@ -4,8 +4,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use exchange_simulator::{Behaviour, Fault, FaultTarget, DEMO};
 use futures_util::StreamExt;
-use mailbox_gateway::simulator::{Behaviour, Fault, FaultTarget, DEMO};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{
@@ -13,7 +13,7 @@ use crate::helpers::{
 };
 
 /// An upstream that enforces Exchange's 4 requests per mailbox and takes 150 ms per request.
-fn exchange_like(simulator: &mailbox_gateway::simulator::Simulator) {
+fn exchange_like(simulator: &exchange_simulator::Simulator) {
     simulator
         .set_behaviour(Behaviour {
             latency_ms: 150,

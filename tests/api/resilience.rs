@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use exchange_simulator::{Fault, FaultTarget, DEMO};
 use mailbox_gateway::config::{Pacing, Timeouts};
-use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
 
 use crate::helpers::{item, json, problem, spawn_app, spawn_app_with, AppOptions};
 

@@ -3,13 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use exchange_simulator::DEMO;
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mailbox_gateway::access::parse_rules;
 use mailbox_gateway::config::{
     AccessConfig, AuthConfig, ConnectionLimits, JwtConfig, JwtKeySource, TlsSettings,
 };
-use mailbox_gateway::simulator::DEMO;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mailbox_gateway::simulator::{SimulatorConfig, DEMO};
+use exchange_simulator::{SimulatorConfig, DEMO};
 
 use crate::helpers::{item, json, problem, spawn_app, spawn_app_with, AppOptions};
 

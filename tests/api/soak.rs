@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use exchange_simulator::{Behaviour, SimulatorConfig};
 use futures_util::StreamExt;
 use mailbox_gateway::config::RetryPolicy;
-use mailbox_gateway::simulator::{Behaviour, SimulatorConfig};
 
 use crate::helpers::{item, spawn_app_with, AppOptions, TestApp};
 

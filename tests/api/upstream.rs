@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use exchange_simulator::{Fault, FaultTarget, DEMO};
 use mailbox_gateway::config::{RetryPolicy, Timeouts};
-use mailbox_gateway::simulator::{Fault, FaultTarget, DEMO};
 
 use crate::helpers::{item, problem, spawn_app, spawn_app_with, AppOptions};
 
