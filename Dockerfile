@@ -22,14 +22,15 @@ WORKDIR /build
 # not on every edit of the sources. Stand-ins give cargo the crate's library and binary, and every other
 # target that Cargo.toml declares must exist as a file too, or cargo refuses the manifest: the load
 # generator example stays a stand-in (it is not built; .ci/lint-deploy checks that each declared target
-# has one here).
+# has one here). The workspace's other member, the simulator crate, gets a stand-in library too.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src examples \
+COPY simulator/Cargo.toml ./simulator/
+RUN mkdir src examples simulator/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs simulator/src/lib.rs \
     && echo 'fn main() {}' > examples/bench.rs \
     && cargo build --release --locked \
-    && rm -rf src
+    && rm -rf src simulator/src
 
 # The real sources. openapi.yaml is compiled in (include_str!) and samples/ is named through
 # CARGO_MANIFEST_DIR, so both are part of the build. COPY keeps the files' own modification times,
@@ -38,9 +39,13 @@ RUN mkdir src examples \
 COPY openapi.yaml ./
 COPY samples ./samples
 COPY src ./src
+COPY simulator/src ./simulator/src
 RUN rm -rf target/release/.fingerprint/mailbox-gateway-* \
            target/release/deps/mailbox_gateway-* \
            target/release/deps/libmailbox_gateway-* \
+           target/release/.fingerprint/exchange-simulator-* \
+           target/release/deps/exchange_simulator-* \
+           target/release/deps/libexchange_simulator-* \
     && cargo build --release --locked \
     && cp target/release/mailbox-gateway /usr/local/bin/mailbox-gateway
 
