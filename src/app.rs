@@ -130,7 +130,16 @@ pub async fn run(
     let router = crate::api::router(state.clone());
     let workers = crate::server::Workers::start(config.connections.worker_threads)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(address = %listener.local_addr()?, scheme, "mailbox-gateway listening");
+    tracing::info!(
+        address = %listener.local_addr()?,
+        scheme,
+        tenant = %config.tenant.tenant_id,
+        auth = config.access.mode(),
+        clients = config.access.named_clients(),
+        rules = config.access.rules.len(),
+        shared_state = if config.shared_state.is_some() { "redis" } else { "memory" },
+        "mailbox-gateway listening"
+    );
     let shutdown_began = Arc::new(std::sync::OnceLock::new());
     let signal = {
         let (state, shutdown_began) = (state.clone(), shutdown_began.clone());

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use exchange_simulator::{Simulator, SimulatorConfig, DEMO};
-use mailbox_gateway::config::{Config, CredentialConfig, ImportHosts, Sources, TenantConfig};
+use mailbox_gateway::config::{
+    keys, AuditLogTarget, Config, CredentialConfig, ImportHosts, LogFormat, LoggingSettings,
+    Sources, TenantConfig,
+};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -53,9 +56,8 @@ const SAMPLE_ITEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/welcome.
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Held until main returns, so the audit writer flushes every line before the process exits.
-    let _log_writers = init_logging();
-    let outcome = match Cli::parse().command {
+    let command = Cli::parse().command;
+    let outcome = match command {
         Command::Serve {
             config,
             listen,
@@ -81,8 +83,10 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let mut sources = Sources::from_process(config_file)?;
     if let Some(listen) = listen {
-        sources.set("MAILBOX_GATEWAY_LISTEN", listen.to_string());
+        sources.set(keys::LISTEN, listen.to_string());
     }
+    // Held until serving ends, so the audit writer flushes every line before the process exits.
+    let _log_writers = init_logging(&LoggingSettings::load(&sources)?)?;
     let simulator = if simulate {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         Some(Simulator::start(listener, SimulatorConfig::default()).await?)
@@ -126,6 +130,7 @@ fn demo_tenant(simulator: &Simulator) -> anyhow::Result<TenantConfig> {
 }
 
 async fn simulator(listen: SocketAddr) -> anyhow::Result<()> {
+    let _log_writers = init_logging(&LoggingSettings::load(&Sources::from_process(None)?)?)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -156,11 +161,12 @@ fn sample_path() -> String {
     }
 }
 
-/// Logs to stderr, human-readable, or JSON with MAILBOX_GATEWAY_LOG_FORMAT=json; level from RUST_LOG
-/// (default info). Both streams are written by threads of their own (`batch_writer`).
-/// Audit events (target `audit`) go apart, one JSON object per line, to MAILBOX_GATEWAY_AUDIT_LOG:
-/// `stdout` (the default), `stderr`, `off`, or a file to append to.
-fn init_logging() -> LogGuards {
+/// Logs to stderr, human-readable (coloured only on a terminal) or JSON with
+/// MAILBOX_GATEWAY_LOG_FORMAT=json; level from RUST_LOG (default info). Both streams are written by
+/// threads of their own (`batch_writer`). Audit events (target `audit`) go apart, one JSON object per
+/// line, to MAILBOX_GATEWAY_AUDIT_LOG: `stdout` (the default), `stderr`, `off`, or a file to append to.
+fn init_logging(settings: &LoggingSettings) -> anyhow::Result<LogGuards> {
+    use std::io::IsTerminal;
     let mut guards = LogGuards::default();
     use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::layer::SubscriberExt;
@@ -173,29 +179,33 @@ fn init_logging() -> LogGuards {
     // a container runtime) and makes no syscall per line.
     let (stderr, guard) = mailbox_gateway::batch_writer::spawn(Box::new(std::io::stderr()), "log");
     guards.writers.push(guard);
-    let debug_log = if std::env::var("MAILBOX_GATEWAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        fmt::layer().json().with_writer(stderr).boxed()
-    } else {
-        fmt::layer().with_writer(stderr).boxed()
+    let debug_log = match settings.format {
+        LogFormat::Json => fmt::layer().json().with_writer(stderr).boxed(),
+        // Colour codes only where a person reads them: a file or the journal gets plain text.
+        LogFormat::Text => fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(stderr)
+            .boxed(),
     }
     .with_filter(level.and(filter_fn(move |meta| !is_audit(meta))));
-    let audit_target: Option<Box<dyn std::io::Write + Send>> =
-        match std::env::var("MAILBOX_GATEWAY_AUDIT_LOG").as_deref() {
-            Err(_) | Ok("stdout") => Some(Box::new(std::io::stdout())),
-            Ok("stderr") => Some(Box::new(std::io::stderr())),
-            Ok("off") => None,
-            Ok(path) => match std::fs::OpenOptions::new()
+    let audit_target: Option<Box<dyn std::io::Write + Send>> = match &settings.audit {
+        AuditLogTarget::Stdout => Some(Box::new(std::io::stdout())),
+        AuditLogTarget::Stderr => Some(Box::new(std::io::stderr())),
+        AuditLogTarget::Off => None,
+        AuditLogTarget::File(path) => Some(Box::new(
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-            {
-                Ok(file) => Some(Box::new(file)),
-                Err(error) => {
-                    eprintln!("error: cannot open MAILBOX_GATEWAY_AUDIT_LOG {path}: {error}");
-                    std::process::exit(1);
-                }
-            },
-        };
+                .with_context(|| {
+                    format!(
+                        "cannot open {} {} for appending",
+                        keys::AUDIT_LOG,
+                        path.display()
+                    )
+                })?,
+        )),
+    };
     // Audit lines are handed to a thread of their own without a syscall, and that thread writes them in
     // batches (at most about 20 ms later), so a request never waits on the disk or pipe. Not lossy: when
     // that thread falls behind, requests wait rather than an audit line being dropped.
@@ -219,7 +229,7 @@ fn init_logging() -> LogGuards {
         .with(audit_log)
         .with(trace_export)
         .init();
-    guards
+    Ok(guards)
 }
 
 /// What must live until `main` returns: the log writers' threads (so every line is flushed) and, with

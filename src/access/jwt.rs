@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::{JwtConfig, JwtKeySource};
+use super::{JwtConfig, JwtKeySource};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 60;

@@ -8,6 +8,7 @@
 
 mod jwt;
 mod rules;
+mod settings;
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -15,8 +16,8 @@ use subtle::ConstantTimeEq;
 
 pub use jwt::{JwtError, JwtVerifier, MIN_REFRESH};
 pub use rules::{parse_rules, MailboxPattern, Operation, Rule};
+pub use settings::{AccessConfig, AuthConfig, JwtConfig, JwtKeySource};
 
-use crate::config::{AccessConfig, AuthConfig};
 use crate::ids::MailboxRef;
 
 /// The `X-Api-Key` header, accepted as an alternative to `Authorization: Bearer` in api-key mode.

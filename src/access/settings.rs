@@ -1,0 +1,184 @@
+//! Reads how clients authenticate and the rules of what each may touch, from the gateway's settings.
+//!
+//! It lives here, beside the code that uses it, and reads the settings through `config`'s [`Sources`]
+//! and key constants, so `config` depends on `access` for the type and `access` on `config`'s leaves
+//! (`keys`, `sources`) only: no import cycle between the files.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::config::{keys, parse_base_url, ConfigError, Sources};
+
+/// Client authentication and the rules of what each client may touch.
+#[derive(Clone, Debug, Default)]
+pub struct AccessConfig {
+    pub auth: AuthConfig,
+    pub rules: Vec<super::Rule>,
+}
+
+/// How clients authenticate.
+#[derive(Clone, Debug, Default)]
+pub enum AuthConfig {
+    /// Nobody authenticates; everyone may do everything (loopback, the simulator, or an override).
+    #[default]
+    None,
+    /// `Authorization: Bearer <key>` or `X-Api-Key`, matched against (client name, SHA-256 of the key).
+    ApiKeys(Vec<(String, [u8; 32])>),
+    /// A bearer JWT from the organisation's identity provider.
+    Jwt(JwtConfig),
+}
+
+/// What a client's JWT must be.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub keys: JwtKeySource,
+    /// The claim whose value is the client's name.
+    pub client_claim: String,
+}
+
+/// Where the keys that sign clients' JWTs come from.
+#[derive(Clone, Debug)]
+pub enum JwtKeySource {
+    JwksUrl(Url),
+    JwksFile(PathBuf),
+    Hs256(SecretString),
+}
+
+impl AccessConfig {
+    /// The authentication mode's name, as configured (`none`, `api-key`, `jwt`).
+    pub fn mode(&self) -> &'static str {
+        match self.auth {
+            AuthConfig::None => "none",
+            AuthConfig::ApiKeys(_) => "api-key",
+            AuthConfig::Jwt(_) => "jwt",
+        }
+    }
+
+    /// How many clients are configured by name: the API keys (JWT clients are whoever the issuer vouches
+    /// for, so 0 there).
+    pub fn named_clients(&self) -> usize {
+        match &self.auth {
+            AuthConfig::ApiKeys(keys) => keys.len(),
+            _ => 0,
+        }
+    }
+
+    /// Reads client authentication and rules. Secure by default: without authentication the gateway
+    /// listens on loopback only, unless `--simulate` (whose tenant holds nothing real) or an explicit
+    /// `MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED=true`.
+    pub(crate) fn load(
+        sources: &Sources,
+        listen: SocketAddr,
+        simulate: bool,
+    ) -> Result<AccessConfig, ConfigError> {
+        let invalid = |key: &'static str, problem: String| ConfigError::Invalid { key, problem };
+        let auth = match sources.get(keys::AUTH).map(str::trim) {
+            None | Some("none") => {
+                let allowed = listen.ip().is_loopback()
+                    || simulate
+                    || sources.get(keys::ALLOW_UNAUTHENTICATED) == Some("true");
+                if !allowed {
+                    return Err(ConfigError::Insecure { listen });
+                }
+                AuthConfig::None
+            }
+            Some("api-key") => {
+                let keys = sources.get(keys::API_KEYS).ok_or_else(|| {
+                    invalid(
+                        keys::API_KEYS,
+                        "api-key mode needs at least one name:sha256hex".into(),
+                    )
+                })?;
+                AuthConfig::ApiKeys(
+                    keys.split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(parse_api_key)
+                        .collect::<Result<_, _>>()
+                        .map_err(|problem| invalid(keys::API_KEYS, problem))?,
+                )
+            }
+            Some("jwt") => {
+                let required = |key: &'static str| {
+                    sources
+                        .get(key)
+                        .map(str::to_owned)
+                        .ok_or_else(|| invalid(key, "jwt mode needs it".into()))
+                };
+                let keys = match (
+                    sources.get(keys::JWT_JWKS_URL),
+                    sources.get(keys::JWT_JWKS_FILE),
+                    sources.get(keys::JWT_HS256_SECRET),
+                ) {
+                    (Some(url), None, None) => JwtKeySource::JwksUrl(
+                        parse_base_url(url).map_err(|p| invalid(keys::JWT_JWKS_URL, p))?,
+                    ),
+                    (None, Some(path), None) => JwtKeySource::JwksFile(PathBuf::from(path)),
+                    (None, None, Some(secret)) if secret.len() >= 32 => {
+                        JwtKeySource::Hs256(SecretString::from(secret.to_owned()))
+                    }
+                    (None, None, Some(_)) => {
+                        return Err(invalid(
+                            keys::JWT_HS256_SECRET,
+                            "must be at least 32 characters".into(),
+                        ))
+                    }
+                    _ => {
+                        return Err(invalid(
+                            keys::JWT_JWKS_URL,
+                            "jwt mode needs exactly one of MAILBOX_GATEWAY_JWT_JWKS_URL, \
+                             MAILBOX_GATEWAY_JWT_JWKS_FILE and MAILBOX_GATEWAY_JWT_HS256_SECRET"
+                                .into(),
+                        ))
+                    }
+                };
+                AuthConfig::Jwt(JwtConfig {
+                    issuer: required(keys::JWT_ISSUER)?,
+                    audience: required(keys::JWT_AUDIENCE)?,
+                    keys,
+                    client_claim: sources
+                        .get(keys::JWT_CLIENT_CLAIM)
+                        .unwrap_or("azp")
+                        .to_owned(),
+                })
+            }
+            Some(other) => {
+                return Err(invalid(
+                    keys::AUTH,
+                    format!("`{other}` is not api-key, jwt or none"),
+                ))
+            }
+        };
+        let rules = match sources.get(keys::ACCESS_RULES) {
+            None => Vec::new(),
+            Some(json) => {
+                super::parse_rules(json).map_err(|problem| invalid(keys::ACCESS_RULES, problem))?
+            }
+        };
+        if !matches!(auth, AuthConfig::None) && rules.is_empty() {
+            tracing::warn!("client authentication is on but MAILBOX_GATEWAY_ACCESS_RULES is empty: every request will be denied");
+        }
+        Ok(AccessConfig { auth, rules })
+    }
+}
+
+/// `name:sha256hex`.
+fn parse_api_key(entry: &str) -> Result<(String, [u8; 32]), String> {
+    let (name, hex) = entry
+        .split_once(':')
+        .ok_or_else(|| format!("`{entry}` is not name:sha256hex"))?;
+    let digest = (0..32)
+        .map(|i| {
+            hex.get(i * 2..i * 2 + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .filter(|_| hex.len() == 64)
+        .ok_or_else(|| format!("the digest of `{name}` is not 64 hex digits (a SHA-256)"))?;
+    Ok((name.trim().to_owned(), digest.try_into().expect("32 bytes")))
+}

@@ -1,0 +1,471 @@
+//! Loads and validates the gateway's settings from the environment and an optional TOML file.
+//!
+//! Every setting has one key, used both as an environment variable and as a key in the file given with
+//! `--config`; the environment wins. Loading is done once at start-up and fails with a message that
+//! names the setting at fault. Tests build these structs directly or pass their own key maps: nothing
+//! here reads the process environment except [`Sources::from_process`].
+//!
+//! One concern per file: [`keys`] names every setting, `sources` merges the file and the environment,
+//! `tenant` reads the Graph tenant and its credential, `limits` holds the typed limits and their
+//! defaults, `logging` where the two log streams go, and this file assembles the whole [`Config`]. Client authentication and rules are read by
+//! `crate::access::settings`, next to the code that uses them, through [`Sources`] and [`keys`].
+
+pub mod keys;
+mod limits;
+mod logging;
+mod sources;
+mod tenant;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::access::{AccessConfig, AuthConfig, JwtConfig, JwtKeySource};
+pub use keys::KEYS;
+pub use limits::{
+    ConnectionLimits, IdempotencySettings, Pacing, RetryPolicy, SharedStateConfig, Timeouts,
+    TlsSettings, DEFAULT_REDIS_PREFIX, DEFAULT_SHARED_LEASE,
+};
+pub use logging::{AuditLogTarget, LogFormat, LoggingSettings};
+pub use sources::Sources;
+pub(crate) use sources::{parse_or, positive};
+pub(crate) use tenant::parse_base_url;
+pub use tenant::{CertificateAlgorithm, CredentialConfig, ImportHosts, TenantConfig};
+
+/// Default listen address: loopback only, so an unconfigured gateway is not reachable from outside.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default Graph base URL.
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+/// Default Entra ID authority host.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// Default origins that Graph's `importUrl` may point to.
+pub const DEFAULT_IMPORT_HOSTS: &str = "outlook.office365.com";
+/// Default interval between checks of the TLS files for changes.
+pub const DEFAULT_TLS_RELOAD: Duration = Duration::from_secs(30);
+/// Default longest wait for room in the memory budget.
+pub const DEFAULT_MEMORY_WAIT: Duration = Duration::from_secs(5);
+/// Default memory budget for item bytes in flight.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 512 * 1024 * 1024;
+/// Default time given to in-flight imports after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default largest item accepted: Exchange Online's own message size limit.
+pub const DEFAULT_MAX_ITEM_BYTES: u64 = 150 * 1024 * 1024;
+
+/// The gateway's whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// The Exchange Online tenant the gateway writes into.
+    pub tenant: TenantConfig,
+    /// Largest raw item accepted, in bytes.
+    pub max_item_bytes: u64,
+    /// Request body bytes held in memory at once, across all requests.
+    pub memory_budget: u64,
+    /// Longest wait for room in the memory budget before `503 over_capacity`.
+    pub memory_wait: Duration,
+    /// Whether audit lines carry the item's SHA-256.
+    pub audit_digest: bool,
+    /// Upstream and client timeouts.
+    pub timeouts: Timeouts,
+    /// How much retrying one client request may do.
+    pub retry: RetryPolicy,
+    /// Per-mailbox limits on upstream traffic.
+    pub pacing: Pacing,
+    /// How idempotency keys are kept.
+    pub idempotency: IdempotencySettings,
+    /// Where several replicas keep what they share; `None`: in this process's memory.
+    pub shared_state: Option<SharedStateConfig>,
+    /// Time given to in-flight imports after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Limits on client connections.
+    pub connections: ConnectionLimits,
+    /// HTTPS, when the gateway terminates TLS itself.
+    pub tls: Option<TlsSettings>,
+    /// Who may call, and what each client may touch.
+    pub access: AccessConfig,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a value that cannot be used.
+    #[error("invalid setting {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    /// No way to authenticate to Graph was configured.
+    #[error(
+        "no Graph credential configured: set AZURE_TENANT_ID, AZURE_CLIENT_ID and one of \
+         AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH or AZURE_FEDERATED_TOKEN_FILE \
+         (in the environment or the --config file), or run `serve --simulate` to use the built-in simulator"
+    )]
+    NoCredential,
+    /// Listening beyond loopback with nobody having to authenticate.
+    #[error(
+        "refusing to listen on {listen} without client authentication: set MAILBOX_GATEWAY_AUTH=api-key \
+         (with MAILBOX_GATEWAY_API_KEYS) or MAILBOX_GATEWAY_AUTH=jwt (with MAILBOX_GATEWAY_JWT_*), and \
+         MAILBOX_GATEWAY_ACCESS_RULES; or listen on 127.0.0.1; or, if something in front of the gateway \
+         authenticates clients, set MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED=true"
+    )]
+    Insecure { listen: SocketAddr },
+    /// The configuration file could not be read or parsed.
+    #[error("configuration file {path}: {problem}")]
+    File { path: PathBuf, problem: String },
+}
+
+impl Config {
+    /// Validates `sources` into a configuration. With `tenant` given (the simulator's demo tenant), the
+    /// Graph credential settings are not read.
+    pub fn load(sources: &Sources, tenant: Option<TenantConfig>) -> Result<Config, ConfigError> {
+        let listen = parse_or(sources, keys::LISTEN, DEFAULT_LISTEN, |v| {
+            v.parse::<SocketAddr>().map_err(|e| e.to_string())
+        })?;
+        let max_item_bytes = positive(sources, keys::MAX_ITEM_BYTES, DEFAULT_MAX_ITEM_BYTES)?;
+        let secs = |key, default: Duration| {
+            positive(sources, key, default.as_secs()).map(Duration::from_secs)
+        };
+        let timeouts = Timeouts {
+            connect: secs(
+                keys::UPSTREAM_CONNECT_TIMEOUT_SECS,
+                Timeouts::default().connect,
+            )?,
+            request: secs(keys::UPSTREAM_TIMEOUT_SECS, Timeouts::default().request)?,
+            client_body: secs(
+                keys::CLIENT_BODY_TIMEOUT_SECS,
+                Timeouts::default().client_body,
+            )?,
+        };
+        let retry = RetryPolicy {
+            max_attempts: positive(
+                sources,
+                keys::RETRY_ATTEMPTS,
+                RetryPolicy::default().max_attempts.into(),
+            )?
+            .try_into()
+            .map_err(|_| ConfigError::Invalid {
+                key: keys::RETRY_ATTEMPTS,
+                problem: "too large".into(),
+            })?,
+            budget: secs(keys::RETRY_BUDGET_SECS, RetryPolicy::default().budget)?,
+        };
+        let pacing = Pacing {
+            mailbox_concurrency: positive(
+                sources,
+                keys::MAILBOX_CONCURRENCY,
+                Pacing::default().mailbox_concurrency as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+            queue_timeout: secs(
+                keys::MAILBOX_QUEUE_TIMEOUT_SECS,
+                Pacing::default().queue_timeout,
+            )?,
+            upload_bytes_per_5_min: match sources.get(keys::UPLOAD_BYTES_PER_5_MIN) {
+                Some("0") => 0,
+                _ => positive(
+                    sources,
+                    keys::UPLOAD_BYTES_PER_5_MIN,
+                    Pacing::default().upload_bytes_per_5_min,
+                )?,
+            },
+            ..Pacing::default()
+        };
+        let idempotency = IdempotencySettings {
+            ttl: secs(
+                keys::IDEMPOTENCY_TTL_SECS,
+                IdempotencySettings::default().ttl,
+            )?,
+            capacity: positive(
+                sources,
+                keys::IDEMPOTENCY_CAPACITY,
+                IdempotencySettings::default().capacity,
+            )?,
+            ..IdempotencySettings::default()
+        };
+        let connections = ConnectionLimits {
+            max_connections: positive(
+                sources,
+                keys::MAX_CONNECTIONS,
+                ConnectionLimits::default().max_connections as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+            header_read_timeout: secs(
+                keys::HEADER_READ_TIMEOUT_SECS,
+                ConnectionLimits::default().header_read_timeout,
+            )?,
+            worker_threads: positive(
+                sources,
+                keys::WORKER_THREADS,
+                ConnectionLimits::default().worker_threads as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+        };
+        let tls = match (
+            sources.get(keys::TLS_CERT_PATH),
+            sources.get(keys::TLS_KEY_PATH),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert_path: PathBuf::from(cert),
+                key_path: PathBuf::from(key),
+                reload_every: secs(keys::TLS_RELOAD_SECS, DEFAULT_TLS_RELOAD)?,
+            }),
+            (cert, _) => {
+                return Err(ConfigError::Invalid {
+                    key: if cert.is_none() {
+                        keys::TLS_CERT_PATH
+                    } else {
+                        keys::TLS_KEY_PATH
+                    },
+                    problem: "HTTPS needs both MAILBOX_GATEWAY_TLS_CERT_PATH and MAILBOX_GATEWAY_TLS_KEY_PATH".into(),
+                })
+            }
+        };
+        let simulate = tenant.is_some();
+        let access = AccessConfig::load(sources, listen, simulate)?;
+        let tenant = match tenant {
+            Some(tenant) => tenant,
+            None => TenantConfig::load(sources)?,
+        };
+        let memory_budget = positive(sources, keys::MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET)?;
+        Ok(Config {
+            memory_budget,
+            memory_wait: secs(keys::MEMORY_WAIT_SECS, DEFAULT_MEMORY_WAIT)?,
+            audit_digest: parse_or(sources, keys::AUDIT_DIGEST, "sha256", |v| match v {
+                "sha256" => Ok(true),
+                "off" => Ok(false),
+                _ => Err("must be sha256 or off".into()),
+            })?,
+            access,
+            connections,
+            tls,
+            listen,
+            max_item_bytes,
+            timeouts,
+            retry,
+            pacing,
+            idempotency,
+            shared_state: SharedStateConfig::load(sources)?,
+            shutdown_grace: secs(keys::SHUTDOWN_GRACE_SECS, DEFAULT_SHUTDOWN_GRACE)?,
+            ..Config::new(tenant)
+        })
+    }
+
+    /// The defaults for everything but the tenant (tests start from this).
+    pub fn new(tenant: TenantConfig) -> Config {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            tenant,
+            max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_wait: DEFAULT_MEMORY_WAIT,
+            audit_digest: true,
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            pacing: Pacing::default(),
+            idempotency: IdempotencySettings::default(),
+            shared_state: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            connections: ConnectionLimits::default(),
+            tls: None,
+            access: AccessConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use secrecy::ExposeSecret;
+    use url::Url;
+
+    use super::*;
+
+    fn secret_sources() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (
+                keys::AZURE_TENANT_ID,
+                "7e1d1b2c-0000-4000-8000-000000000001",
+            ),
+            (
+                keys::AZURE_CLIENT_ID,
+                "11111111-2222-3333-4444-555555555555",
+            ),
+            (keys::AZURE_CLIENT_SECRET, "s3cret-value"),
+        ]
+    }
+
+    #[test]
+    fn defaults_apply_when_only_a_credential_is_set() {
+        let config = Config::load(&Sources::from_pairs(secret_sources()), None).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.max_item_bytes, DEFAULT_MAX_ITEM_BYTES);
+        assert_eq!(config.tenant.graph_url.as_str(), DEFAULT_GRAPH_URL);
+        assert!(config
+            .tenant
+            .import_hosts
+            .allows(&Url::parse("https://outlook.office365.com/api/gv1.0/x").unwrap()));
+        assert!(!config
+            .tenant
+            .import_hosts
+            .allows(&Url::parse("http://outlook.office365.com/api").unwrap()));
+        match &config.tenant.credential {
+            CredentialConfig::Secret(s) => assert_eq!(s.expose_secret(), "s3cret-value"),
+            other => panic!("unexpected credential {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let config = Config::load(&Sources::from_pairs(secret_sources()), None).unwrap();
+        assert!(!format!("{config:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn no_credential_names_the_variables_and_simulate() {
+        let err = Config::load(&Sources::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(keys::AZURE_CLIENT_SECRET) && err.contains("--simulate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_credentials_are_refused() {
+        let mut pairs = secret_sources();
+        pairs.push((keys::AZURE_FEDERATED_TOKEN_FILE, "/var/run/token"));
+        let err = Config::load(&Sources::from_pairs(pairs), None).unwrap_err();
+        assert!(err.to_string().contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        for (key, value) in [
+            (keys::LISTEN, "nowhere"),
+            (keys::MAX_ITEM_BYTES, "lots"),
+            (keys::MAX_ITEM_BYTES, "0"),
+            (keys::GRAPH_URL, "ftp://graph"),
+            (keys::IMPORT_HOSTS, "https://host/with/path"),
+            (keys::IMPORT_HOSTS, " , "),
+            (keys::UPSTREAM_TIMEOUT_SECS, "-1"),
+            (keys::WORKER_THREADS, "0"),
+            (keys::CERTIFICATE_ALGORITHM, "HS256"),
+            (keys::AZURE_TENANT_ID, "../evil"),
+        ] {
+            let mut pairs = secret_sources();
+            if key == keys::CERTIFICATE_ALGORITHM {
+                pairs.retain(|(k, _)| *k != keys::AZURE_CLIENT_SECRET);
+                pairs.push((keys::AZURE_CLIENT_CERTIFICATE_PATH, "/etc/cert.pem"));
+            }
+            pairs.retain(|(k, _)| *k != key);
+            pairs.push((key, value));
+            let err = Config::load(&Sources::from_pairs(pairs), None).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn without_authentication_only_loopback_or_an_explicit_override_may_listen() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = secret_sources();
+            pairs.extend_from_slice(extra);
+            Config::load(&Sources::from_pairs(pairs), None)
+        };
+        let err = with(&[(keys::LISTEN, "0.0.0.0:8080")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refusing to listen on 0.0.0.0:8080") && err.contains(keys::AUTH),
+            "{err}"
+        );
+        assert!(with(&[(keys::LISTEN, "0.0.0.0:8080"), (keys::AUTH, "none")]).is_err());
+        assert!(with(&[
+            (keys::LISTEN, "0.0.0.0:8080"),
+            (keys::ALLOW_UNAUTHENTICATED, "true"),
+        ])
+        .is_ok());
+        assert!(with(&[(keys::LISTEN, "[::1]:8080")]).is_ok());
+        let keyed = with(&[
+            (keys::LISTEN, "0.0.0.0:8080"),
+            (keys::AUTH, "api-key"),
+            (
+                keys::API_KEYS,
+                "appliance:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            ),
+            (
+                keys::ACCESS_RULES,
+                r#"[{"client":"appliance","mailboxes":["*"],"operations":["create"]}]"#,
+            ),
+        ])
+        .unwrap();
+        assert!(matches!(keyed.access.auth, AuthConfig::ApiKeys(ref keys) if keys.len() == 1));
+        assert_eq!(keyed.access.rules.len(), 1);
+    }
+
+    #[test]
+    fn bad_access_settings_are_named() {
+        for (extra, key) in [
+            (vec![(keys::AUTH, "magic")], keys::AUTH),
+            (vec![(keys::AUTH, "api-key")], keys::API_KEYS),
+            (
+                vec![(keys::AUTH, "api-key"), (keys::API_KEYS, "a:1234")],
+                keys::API_KEYS,
+            ),
+            (
+                vec![(keys::AUTH, "jwt"), (keys::JWT_ISSUER, "i")],
+                keys::JWT_JWKS_URL,
+            ),
+            (
+                vec![(keys::AUTH, "jwt"), (keys::JWT_HS256_SECRET, "short")],
+                keys::JWT_HS256_SECRET,
+            ),
+            (vec![(keys::ACCESS_RULES, "[{}]")], keys::ACCESS_RULES),
+        ] {
+            let mut pairs = secret_sources();
+            pairs.extend(extra);
+            let err = Config::load(&Sources::from_pairs(pairs), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_import_host_with_a_scheme_allows_exactly_that_origin() {
+        let hosts = ImportHosts::parse("http://127.0.0.1:9000, outlook.office365.com").unwrap();
+        assert!(hosts.allows(&Url::parse("http://127.0.0.1:9000/api?authtoken=x").unwrap()));
+        assert!(!hosts.allows(&Url::parse("http://127.0.0.1:9001/api").unwrap()));
+        assert!(!hosts.allows(&Url::parse("https://127.0.0.1:9000/api").unwrap()));
+        assert!(hosts.allows(&Url::parse("https://outlook.office365.com:443/x").unwrap()));
+        assert!(!hosts.allows(&Url::parse("https://outlook.office365.com.evil.example/x").unwrap()));
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file_and_unknown_file_keys_are_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "MAILBOX_GATEWAY_MAX_ITEM_BYTES = 1024\nMAILBOX_GATEWAY_LISTEN = \"127.0.0.1:9999\""
+        )
+        .unwrap();
+        let mut sources = Sources::from_toml_file(file.path()).unwrap();
+        for (k, v) in secret_sources() {
+            sources.set(k, v);
+        }
+        sources.set(keys::LISTEN, "127.0.0.1:7777");
+        let config = Config::load(&sources, None).unwrap();
+        assert_eq!(config.max_item_bytes, 1024);
+        assert_eq!(config.listen.port(), 7777);
+
+        let mut bad = tempfile::NamedTempFile::new().unwrap();
+        writeln!(bad, "MAILBOX_GATEWAY_LISTN = \"x\"").unwrap();
+        let err = Sources::from_toml_file(bad.path()).unwrap_err().to_string();
+        assert!(err.contains("unknown key MAILBOX_GATEWAY_LISTN"), "{err}");
+    }
+}
