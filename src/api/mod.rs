@@ -4,7 +4,9 @@
 //! Graph call, then hand over to [`crate::graph::GraphClient`]. Failures become problem responses in
 //! [`error`].
 
+mod audit;
 mod error;
+mod import_task;
 mod input;
 mod items;
 mod request_id;
@@ -163,21 +165,13 @@ fn authorize(
     if state.access.allows(client, mailbox, operation) {
         Ok(())
     } else {
-        tracing::warn!(
-            target: "audit",
-            client = %client.name,
-            mailbox = %mailbox,
-            operation = %operation,
-            status = 403,
-            code = "forbidden",
-            request_id = %request_id::current_request_id(),
-            "denied"
-        );
-        Err(ApiError::Forbidden {
+        let error = ApiError::Forbidden {
             client: client.name.clone(),
             operation,
             mailbox: mailbox.to_string(),
-        })
+        };
+        audit::denied(client, mailbox, operation, &error);
+        Err(error)
     }
 }
 

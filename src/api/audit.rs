@@ -1,0 +1,78 @@
+//! The audit events: one per import and one per denial, on the `audit` target, which the binary writes
+//! apart from the debug log (one JSON object per line, `crate::audit_log`). Status and code come from
+//! the answer itself ([`ApiError::status`], [`ApiError::code`]), so the audit line and the client's
+//! answer cannot disagree.
+
+use axum::http::StatusCode;
+
+use super::items::ImportCommand;
+use super::ApiError;
+use crate::access::{Client, Operation};
+use crate::graph::ImportedItem;
+use crate::ids::MailboxRef;
+
+/// One audit event per import, on the `audit` target, which the binary writes apart from the debug log
+/// (one JSON object per line). It names the client, the mailbox and folder, the mode, the item's size
+/// and SHA-256 (unless `MAILBOX_GATEWAY_AUDIT_DIGEST=off`), the outcome, and the ids to find the request
+/// again here and at Microsoft.
+pub(super) fn import(
+    command: &ImportCommand,
+    digest: Option<&[u8; 32]>,
+    outcome: &Result<(String, ImportedItem), ApiError>,
+    status: StatusCode,
+) {
+    let (mailbox_id, item_id, code, graph_request_id) = match outcome {
+        Ok((mailbox_id, item)) => (
+            Some(mailbox_id.as_str()),
+            Some(item.item_id.as_str()),
+            None,
+            None,
+        ),
+        Err(error) => (None, None, Some(error.code()), error.graph_request_id()),
+    };
+    tracing::info!(
+        target: "audit",
+        client = %command.client.name,
+        mailbox = %command.mailbox,
+        mailbox_id,
+        folder = %command.folder,
+        mode = command.mode_name(),
+        size = command.data.len(),
+        sha256 = digest.map(|d| tracing::field::display(Hex(d))),
+        status = status.as_u16(),
+        code,
+        item_id,
+        request_id = %super::request_id::current_request_id(),
+        client_request_id = %super::request_id::graph_client_request_id(),
+        graph_request_id = graph_request_id.as_deref(),
+        "import"
+    );
+}
+
+/// Lower-case hex, written straight into the log line.
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// One audit event per refusal by the client's rules.
+pub(super) fn denied(
+    client: &Client,
+    mailbox: &MailboxRef,
+    operation: Operation,
+    error: &ApiError,
+) {
+    tracing::warn!(
+        target: "audit",
+        client = %client.name,
+        mailbox = %mailbox,
+        operation = %operation,
+        status = error.status().as_u16(),
+        code = error.code(),
+        request_id = %super::request_id::current_request_id(),
+        "denied"
+    );
+}
