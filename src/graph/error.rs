@@ -245,6 +245,39 @@ const MAILBOX_MISSING_CODES: &[&str] = &[
     "MailboxNotEnabledForRESTAPI",
 ];
 
+/// The kind of a non-2xx answer from importItem, for a create or (`update`) an update. Beside
+/// [`classify_graph_status`], which it falls back on, because the two must be read together: importItem
+/// differs where the answer says something about the item (a stale change key, a refused item) or about
+/// whether it may have been stored (500, 502 and 504 after the body was sent).
+pub(crate) fn classify_import_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    update: bool,
+) -> ErrorKind {
+    let missing = if update {
+        Missing::Item
+    } else {
+        Missing::Folder
+    };
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
+        StatusCode::NOT_FOUND => ErrorKind::NotFound(missing),
+        // Undocumented: a stale change key most likely answers 409 (EWS's ErrorIrresolvableConflict)
+        // or 412; both mean the same to the client. A create has no change key to be stale.
+        StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED if update => {
+            ErrorKind::ChangeKeyMismatch
+        }
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::ItemRejected,
+        // The service (or a proxy in front of it) failed while handling the item: it may have been
+        // stored. 503 is throttling or overload before any work, and stays retryable.
+        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY => {
+            ErrorKind::OutcomeUnknown { timed_out: false }
+        }
+        StatusCode::GATEWAY_TIMEOUT => ErrorKind::OutcomeUnknown { timed_out: true },
+        _ => classify_graph_status(status, headers, None, missing),
+    }
+}
+
 /// The kind of a non-2xx answer from a Graph endpoint (not importItem). A 404 means `missing` is
 /// missing, unless its code says the mailbox itself is unknown.
 pub(crate) fn classify_graph_status(
