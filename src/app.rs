@@ -16,6 +16,21 @@ use crate::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
 use crate::store::SharedStore;
 
+/// Why the gateway could not start. Each cause keeps its source, for the binary to print as a chain.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("loading the Graph credential")]
+    Credential(#[from] crate::auth::CredentialError),
+    #[error("loading the clients' JWKS")]
+    Access(#[from] crate::access::JwtError),
+    #[error("loading the TLS certificate and key")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("connecting to the shared store (MAILBOX_GATEWAY_REDIS_URL)")]
+    Store(#[from] crate::store::StoreUnavailable),
+    #[error("starting the server")]
+    Io(#[from] std::io::Error),
+}
+
 /// What every request handler shares: one `Arc`, so the clones axum makes per request and per layer
 /// cost one reference count each.
 #[derive(Clone, Debug)]
@@ -60,7 +75,7 @@ pub struct Shared {
 
 impl AppState {
     /// Builds the state; fails if the configured credential or the clients' JWKS file cannot be loaded.
-    pub fn new(config: &Config) -> anyhow::Result<AppState> {
+    pub fn new(config: &Config) -> Result<AppState, StartError> {
         let access = Access::new(&config.access)?;
         let metrics = Arc::new(Metrics::new());
         // Without a shared store, this replica keeps its state alone; with one, every replica shares it.
@@ -124,7 +139,7 @@ pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     let state = AppState::new(&config)?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let router = crate::api::router(state.clone());

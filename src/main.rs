@@ -114,7 +114,7 @@ async fn serve(
             DEMO.mailbox_address,
         );
     }
-    mailbox_gateway::app::run(listener, config, shutdown_signal()).await
+    Ok(mailbox_gateway::app::run(listener, config, shutdown_signal()).await?)
 }
 
 /// The simulator's demo tenant, as the gateway's tenant.

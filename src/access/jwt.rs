@@ -36,8 +36,13 @@ pub enum JwtError {
     Invalid(String),
     #[error("the {0} claim is missing or not a string")]
     NoClientClaim(String),
-    #[error("the JWKS could not be read: {0}")]
-    Jwks(String),
+    #[error("the JWKS could not be read ({what}): {source}")]
+    Jwks {
+        /// Which JWKS, or which key of it.
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Verifies bearer JWTs against one issuer and audience.
@@ -103,7 +108,7 @@ impl JwtVerifier {
                         .timeout(Duration::from_secs(10))
                         .redirect(reqwest::redirect::Policy::none())
                         .build()
-                        .map_err(|e| JwtError::Jwks(e.to_string()))?,
+                        .map_err(|e| jwks_error("its HTTP client", e))?,
                 ),
                 cache: RwLock::new(HashMap::new()),
                 last_read: tokio::sync::Mutex::new(ReadState::default()),
@@ -115,8 +120,8 @@ impl JwtVerifier {
             last_read,
         } = &mut keys
         {
-            let text = std::fs::read_to_string(&*path)
-                .map_err(|e| JwtError::Jwks(format!("{}: {e}", path.display())))?;
+            let text =
+                std::fs::read_to_string(&*path).map_err(|e| jwks_error(path.display(), e))?;
             *cache.get_mut().expect("jwks cache poisoned") = parse_jwks(&text)?;
             last_read.get_mut().loaded = true;
         }
@@ -207,16 +212,16 @@ impl JwtVerifier {
         let text = match source {
             JwksSource::File(path) => tokio::fs::read_to_string(path)
                 .await
-                .map_err(|e| JwtError::Jwks(format!("{}: {e}", path.display())))?,
+                .map_err(|e| jwks_error(path.display(), e))?,
             JwksSource::Url(url, http) => http
                 .get(url.clone())
                 .send()
                 .await
                 .and_then(|r| r.error_for_status())
-                .map_err(|e| JwtError::Jwks(e.without_url().to_string()))?
+                .map_err(|e| jwks_error("the JWKS URL", e.without_url()))?
                 .text()
                 .await
-                .map_err(|e| JwtError::Jwks(e.without_url().to_string()))?,
+                .map_err(|e| jwks_error("the JWKS URL", e.without_url()))?,
         };
         let keys = parse_jwks(&text)?;
         last.loaded = true;
@@ -227,10 +232,21 @@ impl JwtVerifier {
     }
 }
 
+/// A JWKS failure, keeping its cause as the source.
+fn jwks_error(
+    what: impl std::fmt::Display,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> JwtError {
+    JwtError::Jwks {
+        what: what.to_string(),
+        source: Box::new(source),
+    }
+}
+
 /// The signing keys of a JWKS, by kid, with the algorithms each may verify. Keys without a kid, or of a
 /// type other than RSA or P-256 EC, are skipped.
 fn parse_jwks(text: &str) -> Result<HashMap<String, (DecodingKey, Vec<Algorithm>)>, JwtError> {
-    let set: JwkSet = serde_json::from_str(text).map_err(|e| JwtError::Jwks(e.to_string()))?;
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| jwks_error("its JSON", e))?;
     let mut keys = HashMap::new();
     for jwk in &set.keys {
         let Some(kid) = jwk.common.key_id.clone() else {
@@ -241,8 +257,7 @@ fn parse_jwks(text: &str) -> Result<HashMap<String, (DecodingKey, Vec<Algorithm>
             AlgorithmParameters::EllipticCurve(_) => vec![Algorithm::ES256],
             _ => continue,
         };
-        let key =
-            DecodingKey::from_jwk(jwk).map_err(|e| JwtError::Jwks(format!("key {kid}: {e}")))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| jwks_error(format!("key {kid}"), e))?;
         keys.insert(kid, (key, algorithms));
     }
     Ok(keys)

@@ -45,6 +45,8 @@ pub enum ApiError {
     IfMatchRequired,
     #[error("{0}")]
     InvalidBody(String),
+    #[error("the body is not an importItem request: {0}")]
+    InvalidJson(#[source] serde_json::Error),
     #[error("the URL path could not be read: {0}")]
     InvalidPath(String),
     #[error("Data is not valid base64: {0}")]
@@ -175,7 +177,9 @@ impl ApiError {
                 "if_match_required",
                 "If-Match required",
             ),
-            ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body", "Invalid request body"),
+            ApiError::InvalidBody(_) | ApiError::InvalidJson(_) => {
+                (S::BAD_REQUEST, "invalid_body", "Invalid request body")
+            }
             ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", "Invalid URL path"),
             ApiError::InvalidBase64(_) => (S::BAD_REQUEST, "invalid_base64", "Invalid base64"),
             ApiError::UnreadableBody(_) => {

@@ -99,7 +99,7 @@ pub enum AuthError {
     },
     /// The token endpoint could not be reached or did not answer in time.
     #[error("the token endpoint could not be reached: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] std::sync::Arc<reqwest::Error>),
     /// The token endpoint answered something that is not a token.
     #[error("the token endpoint answered {0} without a usable token")]
     InvalidResponse(u16),
@@ -219,14 +219,14 @@ impl TokenProvider {
             .await
             .map_err(|e| {
                 self.metrics.upstream("token", None);
-                AuthError::Unreachable(e.without_url().to_string())
+                AuthError::Unreachable(std::sync::Arc::new(e.without_url()))
             })?;
         let status = response.status();
         self.metrics.upstream("token", Some(status.as_u16()));
         let body = response
             .bytes()
             .await
-            .map_err(|e| AuthError::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| AuthError::Unreachable(std::sync::Arc::new(e.without_url())))?;
         if !status.is_success() {
             let error: TokenErrorResponse = serde_json::from_slice(&body).unwrap_or_default();
             let aadsts = error

@@ -88,7 +88,7 @@ pub struct TestApp {
     /// The store server, when the app keeps its state in one.
     pub redis: Option<RedisServer>,
     shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: Option<tokio::task::JoinHandle<Result<(), mailbox_gateway::app::StartError>>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -304,7 +304,7 @@ impl TestApp {
     }
 
     /// Stops the gateway and waits for it to finish.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> Result<(), mailbox_gateway::app::StartError> {
         self.shutdown.take().unwrap().send(()).ok();
         self.server.take().unwrap().await.unwrap()
     }
