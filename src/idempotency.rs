@@ -538,7 +538,7 @@ impl StoredResponse {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn millis(duration: Duration) -> u64 {

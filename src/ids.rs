@@ -114,7 +114,12 @@ impl FolderRef {
         {
             return Ok(FolderRef::WellKnown(name));
         }
-        check_exchange_id(value, "folder")?;
+        check_exchange_id(value, "folder").map_err(|InvalidId(problem)| {
+            InvalidId(format!(
+                "{problem}, or a well-known name such as inbox or archive; a folder's display name \
+                 (like {value:?}) is not its id: GET /v1/mailboxes/{{mailbox}}/folders lists the ids"
+            ))
+        })?;
         Ok(FolderRef::Id(value.to_owned()))
     }
 }

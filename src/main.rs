@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use exchange_simulator::{Simulator, SimulatorConfig, DEMO};
 use mailbox_gateway::config::{
     keys, AuditLogTarget, Config, CredentialConfig, ImportHosts, LogFormat, LoggingSettings,
@@ -56,7 +56,7 @@ const SAMPLE_ITEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/welcome.
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let command = Cli::parse().command;
+    let command = parse_command_line();
     let outcome = match command {
         Command::Serve {
             config,
@@ -74,6 +74,24 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, with `serve --help` listing every setting from the registry.
+fn parse_command_line() -> Command {
+    let settings: Vec<String> = mailbox_gateway::config::KEYS
+        .iter()
+        .map(|(key, meaning)| format!("  {key:<46} {meaning}"))
+        .collect();
+    let command = Cli::command().mut_subcommand("serve", |serve| {
+        serve.after_help(format!(
+            "Settings (environment variables, or keys of the --config TOML file; the environment \
+             wins). Defaults and details: docs/configuration.md\n\n{}",
+            settings.join("\n")
+        ))
+    });
+    Cli::from_arg_matches(&command.get_matches())
+        .unwrap_or_else(|error| error.exit())
+        .command
 }
 
 async fn serve(

@@ -197,10 +197,7 @@ async fn probe(store: Weak<SharedStore>) {
 
 /// The hash tag of an owner: 16 hex digits of its SHA-256.
 fn tag(owner: &str) -> String {
-    Sha256::digest(owner.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(owner.as_bytes())[..8])
 }
 
 #[cfg(test)]

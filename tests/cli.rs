@@ -175,3 +175,14 @@ async fn the_simulator_command_prints_working_demo_credentials() {
     assert_eq!(response.status(), 200);
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn serve_help_lists_every_setting_and_points_to_the_reference() {
+    let output = gateway(&["serve", "--help"]).output().await.unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("docs/configuration.md"), "{help}");
+    for (key, _) in mailbox_gateway::config::KEYS {
+        assert!(help.contains(key), "{key} missing from serve --help");
+    }
+}

@@ -169,16 +169,11 @@ impl AccessConfig {
 
 /// `name:sha256hex`.
 fn parse_api_key(entry: &str) -> Result<(String, [u8; 32]), String> {
-    let (name, hex) = entry
+    let (name, digest_hex) = entry
         .split_once(':')
         .ok_or_else(|| format!("`{entry}` is not name:sha256hex"))?;
-    let digest = (0..32)
-        .map(|i| {
-            hex.get(i * 2..i * 2 + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .filter(|_| hex.len() == 64)
-        .ok_or_else(|| format!("the digest of `{name}` is not 64 hex digits (a SHA-256)"))?;
-    Ok((name.trim().to_owned(), digest.try_into().expect("32 bytes")))
+    let mut digest = [0; 32];
+    hex::decode_to_slice(digest_hex.trim(), &mut digest)
+        .map_err(|_| format!("the digest of `{name}` is not 64 hex digits (a SHA-256)"))?;
+    Ok((name.trim().to_owned(), digest))
 }

@@ -65,7 +65,7 @@ pub enum ApiError {
     IdempotencyKeyInFlight,
     #[error("the shared store (Valkey/Redis) that keeps idempotency keys is unreachable, so a request with an Idempotency-Key cannot be run safely; retry later")]
     SharedStateUnavailable(#[source] crate::store::StoreUnavailable),
-    #[error("this endpoint takes {expected}, not {received}")]
+    #[error("this endpoint takes {expected}, {}", describe_received(received))]
     UnsupportedMediaType {
         expected: &'static str,
         received: String,
@@ -78,6 +78,8 @@ pub enum ApiError {
     OverCapacity,
     #[error("the body is not a well-formed item stream, {0}")]
     InvalidItemStream(StreamError),
+    #[error("the body is base64 text, not an item stream's bytes ({0}): decode it first (base64 -d), or send it as Data to the importItem JSON route")]
+    ItemStreamLooksLikeBase64(StreamError),
     #[error("no route {0}")]
     RouteNotFound(String),
     #[error("{method} is not allowed here")]
@@ -216,7 +218,7 @@ impl ApiError {
             ApiError::ItemTooLarge { .. } => {
                 (S::PAYLOAD_TOO_LARGE, "item_too_large", "Item too large")
             }
-            ApiError::InvalidItemStream(_) => (
+            ApiError::InvalidItemStream(_) | ApiError::ItemStreamLooksLikeBase64(_) => (
                 S::UNPROCESSABLE_ENTITY,
                 "invalid_item_stream",
                 "Not a well-formed item stream",
@@ -262,6 +264,15 @@ impl ApiError {
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// How the 415 detail names what was sent: "the request had no Content-Type", or "not text/plain".
+fn describe_received(received: &str) -> String {
+    if received.is_empty() {
+        "and the request had no Content-Type".to_owned()
+    } else {
+        format!("not {received}")
     }
 }
 
@@ -345,7 +356,9 @@ impl IntoResponse for ApiError {
         };
         let mut retry_after = None;
         match &self {
-            ApiError::InvalidItemStream(error) => problem.offset = Some(error.offset),
+            ApiError::InvalidItemStream(error) | ApiError::ItemStreamLooksLikeBase64(error) => {
+                problem.offset = Some(error.offset)
+            }
             ApiError::Upstream(error) => {
                 if let Some(upstream) = &error.upstream {
                     problem.graph_request_id = upstream.request_id.clone();

@@ -27,11 +27,7 @@ pub fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Resu
     } else {
         Err(ApiError::UnsupportedMediaType {
             expected,
-            received: if received.is_empty() {
-                "no Content-Type".into()
-            } else {
-                received.to_owned()
-            },
+            received: received.to_owned(),
         })
     }
 }

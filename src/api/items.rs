@@ -211,7 +211,15 @@ pub async fn import_item_json(
     reserve(&state.budget, &mut reserved, decoded_len).await?;
     let data = base64_simd::STANDARD
         .decode_to_vec(request.data.as_bytes())
-        .map_err(|e| ApiError::InvalidBase64(e.to_string()))?;
+        .map_err(|e| {
+            if request.data.contains(['\n', '\r']) {
+                ApiError::InvalidBase64(
+                    "it contains line breaks; send it on one line (for example base64 -w0)".into(),
+                )
+            } else {
+                ApiError::InvalidBase64(e.to_string())
+            }
+        })?;
     drop(request.data);
     drop(raw);
     reserved.shrink_to(data.len());
@@ -338,8 +346,23 @@ async fn read_item_stream(
         },
     )
     .await?;
-    crate::fts::check(&data).map_err(ApiError::InvalidItemStream)?;
+    crate::fts::check(&data).map_err(|error| {
+        if looks_like_base64(&data) {
+            ApiError::ItemStreamLooksLikeBase64(error)
+        } else {
+            ApiError::InvalidItemStream(error)
+        }
+    })?;
     Ok((data, reserved))
+}
+
+/// Whether a body that is not an item stream is base64 text (so the client encoded what it should have
+/// sent raw): only base64 characters and line breaks, and long enough to tell.
+fn looks_like_base64(data: &[u8]) -> bool {
+    data.len() >= 16
+        && data
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=\r\n".contains(b))
 }
 
 fn encode_segment(segment: &str) -> String {

@@ -245,7 +245,16 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn route_not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::RouteNotFound(uri.path().to_owned())
+    let path = uri.path();
+    // Item and folder ids hold '/', so an id sent unencoded splits into more segments than any route has.
+    let segments = path.trim_end_matches('/').split('/').count() - 1;
+    if path.starts_with("/v1/mailboxes/") && segments > 7 {
+        return ApiError::RouteNotFound(format!(
+            "{path}: it has more segments than any route; item and folder ids contain '/', '+' and '=', \
+             so percent-encode each id as one path segment ('/' as %2F, '+' as %2B, '=' as %3D)"
+        ));
+    }
+    ApiError::RouteNotFound(path.to_owned())
 }
 
 async fn method_not_allowed(method: Method) -> ApiError {

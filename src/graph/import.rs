@@ -241,7 +241,11 @@ impl GraphClient {
             return Ok(item);
         }
         let answer = upstream_answer(status, &headers, &body);
-        tracing::warn!(status = status.as_u16(), message = ?answer.message, "importItem failed");
+        tracing::warn!(
+            status = status.as_u16(),
+            message = answer.message.as_deref(),
+            "importItem failed"
+        );
         let archive = (status == StatusCode::CONFLICT)
             .then(|| answer.message.as_deref().and_then(archive_mailbox))
             .flatten();

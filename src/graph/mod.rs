@@ -176,7 +176,12 @@ impl GraphClient {
                 }
                 Ok((status, headers, body)) => {
                     let answer = upstream_answer(status, &headers, &body);
-                    tracing::warn!(status = status.as_u16(), code = ?answer.code, request_id = ?answer.request_id, "{action} failed");
+                    tracing::warn!(
+                        status = status.as_u16(),
+                        code = answer.code.as_deref(),
+                        request_id = answer.request_id.as_deref(),
+                        "{action} failed"
+                    );
                     GraphError {
                         action: action.to_owned(),
                         kind: classify_graph_status(

@@ -236,3 +236,79 @@ async fn a_path_segment_that_is_not_utf8_is_400_invalid_path() {
     problem(create, 400, "invalid_path").await;
     assert_eq!(app.counters().graph_requests, 0);
 }
+
+/// Mistakes a newcomer makes, each answered with what to do about it, and none costing a Graph call.
+#[tokio::test]
+async fn common_mistakes_get_problems_that_say_what_to_do() {
+    let app = spawn_app().await;
+    let detail = |body: serde_json::Value| body["detail"].as_str().unwrap().to_owned();
+
+    // No Content-Type at all.
+    let response = app
+        .client
+        .post(app.inbox_items_url(DEMO.mailbox_address))
+        .body(item("x"))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, 415, "unsupported_media_type").await;
+    assert_eq!(
+        detail(body),
+        "this endpoint takes application/octet-stream, and the request had no Content-Type"
+    );
+
+    // An item id with an unencoded '/': more segments than any route.
+    let response = app
+        .client
+        .put(app.url(&format!(
+            "/v1/mailboxes/{}/folders/inbox/items/AAMkAD/x+y=",
+            DEMO.mailbox_address
+        )))
+        .header("content-type", "application/octet-stream")
+        .body(item("x"))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, 404, "route_not_found").await;
+    assert!(detail(body).contains("percent-encode each id"));
+
+    // A folder named by its display name.
+    let response = app
+        .create(DEMO.mailbox_address, "My Projects", item("x"))
+        .await;
+    let body = problem(response, 400, "invalid_folder").await;
+    assert!(detail(body).contains("display name"));
+
+    // Base64 text sent to the raw route.
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, item("x"));
+    let response = app
+        .create(DEMO.mailbox_address, "inbox", encoded.into_bytes())
+        .await;
+    let body = problem(response, 422, "invalid_item_stream").await;
+    assert!(detail(body).contains("base64 text"));
+
+    // Line-wrapped base64 on the JSON route.
+    let wrapped = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, item("x"))
+        .as_bytes()
+        .chunks(76)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let response = app
+        .client
+        .post(app.url(&format!(
+            "/v1/mailboxes/{}/importItem",
+            DEMO.mailbox_address
+        )))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"FolderId": "inbox", "Mode": "create", "Data": wrapped}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, 400, "invalid_base64").await;
+    assert!(detail(body).contains("base64 -w0"));
+
+    assert_eq!(app.counters().graph_requests, 0);
+}
