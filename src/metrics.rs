@@ -27,7 +27,8 @@ struct ImportLabels {
 struct HttpLabels {
     /// The route template (`/v1/mailboxes/{mailbox}/...`), or `unmatched`.
     route: String,
-    method: String,
+    /// One of [`method_label`]'s fixed values: a client may send any method name.
+    method: &'static str,
     status: u16,
 }
 
@@ -179,11 +180,11 @@ impl Metrics {
     }
 
     /// A client request was answered.
-    pub fn http_answered(&self, route: &str, method: &str, status: u16, took: Duration) {
+    pub fn http_answered(&self, route: &str, method: &http::Method, status: u16, took: Duration) {
         self.http_duration
             .get_or_create(&HttpLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method: method_label(method),
                 status,
             })
             .observe(took.as_secs_f64());
@@ -254,6 +255,20 @@ pub struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.gauge.dec_by(self.by);
+    }
+}
+
+/// A request method as a metrics label: the methods the API knows by name, everything else `other`, so
+/// that made-up methods cannot add series.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 

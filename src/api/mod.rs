@@ -227,7 +227,7 @@ async fn measure(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = request.method().clone();
     let _in_flight = state.metrics.request_in_flight();
     let response = next.run(request).await;
     state.metrics.http_answered(

@@ -91,3 +91,45 @@ async fn graphs_request_id_is_returned_as_x_graph_request_id() {
     let body = problem(refused, 502, "upstream_forbidden").await;
     assert_eq!(body["graphRequestId"], header.as_str());
 }
+
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_metric_series() {
+    let app = crate::helpers::spawn_app().await;
+    let metrics_size = || async {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (
+            text.len(),
+            text.lines()
+                .filter(|l| l.starts_with("mailbox_gateway_http_request_duration_seconds_count"))
+                .count(),
+        )
+    };
+    let hostile = |i: usize| {
+        let method = reqwest::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        app.client
+            .request(method, app.url(&format!("/made/up/{i}")))
+            .send()
+    };
+    for i in 0..20 {
+        hostile(i).await.unwrap();
+    }
+    // The first scrape adds its own series (GET /metrics); measure from the second.
+    metrics_size().await;
+    let before = metrics_size().await;
+    futures_util::future::join_all((20..2020).map(hostile)).await;
+    let after = metrics_size().await;
+    assert_eq!(
+        after.1, before.1,
+        "series after 2,000 made-up methods and paths"
+    );
+    // The counts in the lines grow by a few digits at most; no line is added.
+    assert!(after.0 <= before.0 + 64, "{before:?} → {after:?}");
+}
