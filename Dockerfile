@@ -4,7 +4,7 @@
 #   docker run --rm -p 8080:8080 mailbox-gateway serve --simulate --listen 0.0.0.0:8080   # the demo
 #
 # The image listens on 0.0.0.0:8080, which the gateway accepts only with client authentication
-# configured (MAILBOX_GATEWAY_AUTH and its keys, see README's configuration section) or with --simulate
+# configured (MAILBOX_GATEWAY_AUTH and its keys, see docs/configuration.md) or with --simulate
 # (the built-in simulator, for demos). Without either, `serve` refuses to start and says what to set.
 #
 # Shutdown: SIGTERM makes the gateway report not ready, stop accepting connections and give in-flight

@@ -1,4 +1,4 @@
-//! Checks and builds the framed "FTS" item streams that Graph's importItem carries (upstream.md section 7).
+//! Checks and builds the framed "FTS" item streams that Graph's importItem carries (docs/upstream.md section 7).
 //!
 //! An item stream is a sequence of frames `[u32 opcode][i32 length][payload]`, little-endian, that ends
 //! exactly at the end of the buffer. The gateway walks the frames before it spends any upstream call, so a
@@ -168,7 +168,7 @@ pub fn check(stream: &[u8]) -> Result<StreamSummary, StreamError> {
     Ok(summary)
 }
 
-/// The payload size of the calls whose parameters are fixed (upstream.md section 7).
+/// The payload size of the calls whose parameters are fixed (docs/upstream.md section 7).
 fn fixed_payload_size(opcode: u32) -> Option<usize> {
     match opcode {
         OP_CONFIG => Some(8),
@@ -259,7 +259,7 @@ impl ItemBuilder {
         interface.extend_from_slice(&IID_IMESSAGE);
         put_u32(&mut interface, 0x8000_2400);
         put_frame(&mut out, OP_IS_INTERFACE_OK, &interface);
-        // Version 15.20.4566.6022, encoded as upstream.md section 7 describes.
+        // Version 15.20.4566.6022, encoded as docs/upstream.md section 7 describes.
         let version: [u16; 3] = [(15 << 8) | 20, 0x8000 | 4566, 6022];
         let version: Vec<u8> = version.iter().flat_map(|w| w.to_le_bytes()).collect();
         put_frame(&mut out, OP_TELL_PARTNER_VERSION, &version);
@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn a_stream_cut_off_inside_its_transfer_buffer_is_rejected_there() {
-        // The shape of the documentation's truncated sample (upstream.md section 7): the three set-up
+        // The shape of the documentation's truncated sample (docs/upstream.md section 7): the three set-up
         // calls, then a TransferBuffer that declares 31,680 bytes of which 23 are present.
         let mut data = ItemBuilder::new("x").build();
         let setup_len = 8 + 8 + 8 + 24 + 8 + 6;

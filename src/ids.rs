@@ -11,7 +11,7 @@ const MAX_MAILBOX_LEN: usize = 320;
 /// Longest folder or item id accepted; Exchange ids are far shorter.
 const MAX_ID_LEN: usize = 512;
 
-/// Graph's well-known folder names (upstream.md section 4).
+/// Graph's well-known folder names (docs/upstream.md section 4).
 pub const WELL_KNOWN_FOLDERS: &[&str] = &[
     "archive",
     "clutter",

@@ -52,7 +52,7 @@ pub enum CredentialError {
     NoKey { path: String },
 }
 
-/// Claims of a client assertion (upstream.md section 6).
+/// Claims of a client assertion (docs/upstream.md section 6).
 #[derive(Serialize)]
 struct AssertionClaims<'a> {
     aud: &'a str,

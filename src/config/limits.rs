@@ -58,7 +58,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Per-mailbox limits, after Outlook's documented ones (upstream.md section 5).
+/// Per-mailbox limits, after Outlook's documented ones (docs/upstream.md section 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pacing {
     /// Upstream requests in flight per mailbox, across all clients.
