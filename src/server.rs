@@ -4,7 +4,11 @@
 //! `axum::serve` has no knobs for slow clients, so this is the small accept loop it would be, on
 //! hyper-util's connection builder. A slowloris client that trickles its headers is cut off after the
 //! header deadline, and no more than `max_connections` connections are open at once: the loop stops
-//! accepting while the cap is reached, leaving newcomers in the kernel's backlog.
+//! accepting while the cap is reached, leaving newcomers in the kernel's backlog. So that idle
+//! connections cannot hold the cap either, a connection with no request in progress for the idle timeout
+//! is closed gracefully (GOAWAY on HTTP/2), from accept on (before its first byte, and while hyper is
+//! still telling HTTP/1 from HTTP/2) as well as between keep-alive requests; HTTP/2 peers are also pinged.
+//! The shutdown closes every connection the same way.
 //!
 //! When the gateway refuses a request before reading all of its body (413, 408, 503), hyper closes the
 //! connection with the rest unread. A socket closed with unread data makes the kernel send a reset, which
@@ -24,7 +28,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,13 +36,15 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::config::ConnectionLimits;
 
@@ -102,14 +108,21 @@ pub async fn serve(
     grace: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    // Cancelled when the shutdown begins: every connection then closes gracefully (GOAWAY on HTTP/2).
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    // Pings find peers that vanished without closing; the idle timeout below closes the ones that stay.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING_EVERY))
+        .keep_alive_timeout(H2_PING_EVERY);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -138,10 +151,23 @@ pub async fn serve(
                 continue;
             }
         };
-        let service = TowerToHyperService::new(router.clone());
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
-        let handshake_deadline = limits.header_read_timeout;
-        workers.next().spawn(async move {
+        // Counts the connection's requests in progress, so that it can be closed once idle.
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let (router, activity) = (router.clone(), activity.clone());
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let busy = activity.begin();
+                let response = router.clone().oneshot(request);
+                async move {
+                    let response = response.await;
+                    drop(busy);
+                    response
+                }
+            })
+        };
+        let (builder, stop, tls) = (builder.clone(), stop.clone(), tls.clone());
+        let (handshake_deadline, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
+        let connection_task = connections.track_future(async move {
             let _permit = permit;
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
@@ -152,12 +178,36 @@ pub async fn serve(
             };
             // The socket comes back here when hyper (or TLS) drops it, to be drained before it closes.
             let (stream, closed) = Lingering::new(stream);
+            // Serves the connection until it ends, closing it gracefully when the gateway shuts down or when
+            // it has had no request in progress for the idle timeout (from accept on).
+            macro_rules! serve_until_idle_or_stopped {
+                ($io:expr) => {{
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new($io), service);
+                    tokio::pin!(connection);
+                    let mut closing = false;
+                    // An idle connection closes gracefully, but HTTP/2's graceful close waits for the
+                    // peer's PING answer: a peer that never answers is dropped after IDLE_CLOSE_GRACE.
+                    let mut idle_close_by = None;
+                    loop {
+                        tokio::select! {
+                            served = connection.as_mut() => break served,
+                            () = stop.cancelled(), if !closing => {
+                                connection.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                            () = activity.idle_for(idle_timeout), if !closing => {
+                                tracing::debug!(%peer, "closing an idle connection");
+                                connection.as_mut().graceful_shutdown();
+                                closing = true;
+                                idle_close_by = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                            }
+                            () = sleep_until_or_never(idle_close_by) => break Ok(()),
+                        }
+                    }
+                }};
+            }
             let served = match tls {
-                None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
-                }
+                None => serve_until_idle_or_stopped!(stream),
                 Some(acceptor) => {
                     let stream =
                         match tokio::time::timeout(handshake_deadline, acceptor.accept(stream))
@@ -173,9 +223,7 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
+                    serve_until_idle_or_stopped!(stream)
                 }
             };
             if let Err(error) = served {
@@ -185,13 +233,82 @@ pub async fn serve(
                 linger(stream).await;
             }
         });
+        workers.next().spawn(connection_task);
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    stop.cancel();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("grace period over with connections still open; closing them");
+    }
+}
+
+/// How long an idle connection being closed gracefully may take before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How often an HTTP/2 connection is pinged, and how long the answer may take.
+const H2_PING_EVERY: Duration = Duration::from_secs(20);
+
+/// A connection's requests in progress, and when it last had one.
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection was accepted), in milliseconds since `origin`.
+    last_ms: AtomicU64,
+    origin: Instant,
+}
+
+/// A request in progress; ends it when dropped.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Completes once the connection has had no request in progress for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let now = Instant::now();
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(timeout).await;
+                continue;
+            }
+            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+            if now >= last + timeout {
+                return;
+            }
+            tokio::time::sleep_until(last + timeout).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let since = self.0.origin.elapsed().as_millis();
+        self.0
+            .last_ms
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -65,6 +65,8 @@ pub const SHUTDOWN_GRACE_SECS: &str = "MAILBOX_GATEWAY_SHUTDOWN_GRACE_SECS";
 pub const MAX_CONNECTIONS: &str = "MAILBOX_GATEWAY_MAX_CONNECTIONS";
 /// Time a client has to send its request headers.
 pub const HEADER_READ_TIMEOUT_SECS: &str = "MAILBOX_GATEWAY_HEADER_READ_TIMEOUT_SECS";
+/// Time a connection may stay open with no request in progress.
+pub const IDLE_TIMEOUT_SECS: &str = "MAILBOX_GATEWAY_IDLE_TIMEOUT_SECS";
 /// Threads serving client connections.
 pub const WORKER_THREADS: &str = "MAILBOX_GATEWAY_WORKER_THREADS";
 /// PEM certificate chain for HTTPS.
@@ -129,6 +131,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (SHUTDOWN_GRACE_SECS, "time to finish in-flight imports on shutdown"),
     (MAX_CONNECTIONS, "open client connections at most"),
     (HEADER_READ_TIMEOUT_SECS, "time a client has to send its request headers"),
+    (
+        IDLE_TIMEOUT_SECS,
+        "time a connection may stay open with no request in progress",
+    ),
     (WORKER_THREADS, "threads serving client connections"),
     (TLS_CERT_PATH, "PEM certificate chain for HTTPS"),
     (TLS_KEY_PATH, "PEM private key for HTTPS"),

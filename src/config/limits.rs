@@ -16,6 +16,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Time a client has to send its request headers (and to finish a TLS handshake).
     pub header_read_timeout: Duration,
+    /// A connection with no request in progress for this long is closed (HTTP/2 with GOAWAY), from
+    /// accept as well as between keep-alive requests.
+    pub idle_timeout: Duration,
     /// Threads serving connections, each with a single-threaded runtime of its own; by default one per
     /// CPU the process may use.
     pub worker_threads: usize,
@@ -26,6 +29,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(20),
             worker_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }

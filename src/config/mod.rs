@@ -193,6 +193,10 @@ impl Config {
                 keys::HEADER_READ_TIMEOUT_SECS,
                 ConnectionLimits::default().header_read_timeout,
             )?,
+            idle_timeout: secs(
+                keys::IDLE_TIMEOUT_SECS,
+                ConnectionLimits::default().idle_timeout,
+            )?,
             worker_threads: positive(
                 sources,
                 keys::WORKER_THREADS,

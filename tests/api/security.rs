@@ -598,3 +598,86 @@ async fn graph_redirects_are_followed_within_graphs_origin_only() {
         "AQ=="
     );
 }
+
+fn idle_app_options(max_connections: usize) -> AppOptions {
+    AppOptions {
+        connections: ConnectionLimits {
+            max_connections,
+            idle_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        },
+        ..AppOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_that_send_nothing_are_closed_and_free_the_connection_cap() {
+    let app = spawn_app_with(idle_app_options(5)).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    // More silent connections than the cap: five take every slot, three wait in the backlog.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.client.get(app.url("/healthz")).send(),
+    )
+    .await
+    .expect("a new client is served once the idle connections are closed")
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    eprintln!("served after {:?}", started.elapsed());
+    // The gateway closed the silent ones itself.
+    for mut stream in silent.drain(..5) {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the gateway closed the idle connection");
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_gets_a_goaway_and_is_closed() {
+    let app = spawn_app_with(idle_app_options(10)).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // The client preface and an empty SETTINGS frame, then nothing.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+        .await
+        .expect("the gateway closes the idle HTTP/2 connection")
+        .ok();
+    // Walk the frames the gateway sent: a GOAWAY (type 7) must be among them.
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= received.len() {
+        let length = u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]);
+        frames.push(received[at + 3]);
+        at += 9 + length as usize;
+    }
+    assert!(frames.contains(&7), "frame types received: {frames:?}");
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_is_closed_once_idle_between_requests() {
+    let app = spawn_app_with(idle_app_options(10)).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+        .await
+        .expect("the gateway closes the keep-alive connection once it is idle")
+        .unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
