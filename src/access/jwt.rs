@@ -36,6 +36,8 @@ pub enum JwtError {
     Invalid(String),
     #[error("the {0} claim is missing or not a string")]
     NoClientClaim(String),
+    #[error("the {0} claim is not a client name (1 to 128 of letters, digits and . _ @ : / -)")]
+    UnsafeClientName(String),
     #[error("the JWKS could not be read ({what}): {source}")]
     Jwks {
         /// Which JWKS, or which key of it.
@@ -177,8 +179,13 @@ impl JwtVerifier {
             .get(&self.client_claim)
             .and_then(|v| v.as_str())
             .filter(|name| !name.is_empty())
-            .map(str::to_owned)
             .ok_or_else(|| JwtError::NoClientClaim(self.client_claim.clone()))
+            .and_then(|name| {
+                // The name goes into log and audit lines: nothing that could forge or split one.
+                super::is_safe_client_name(name)
+                    .then(|| name.to_owned())
+                    .ok_or_else(|| JwtError::UnsafeClientName(self.client_claim.clone()))
+            })
     }
 
     /// The key for `kid`, re-reading the JWKS once if it is unknown (rate-limited).

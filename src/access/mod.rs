@@ -124,6 +124,16 @@ impl Access {
     }
 }
 
+/// Whether a client name is safe to put into log and audit lines as it is: 1 to 128 characters, letters,
+/// digits and `. _ @ : / -` (enough for names, app ids, GUIDs and URIs), so no name can carry a line
+/// break, a quote or a control character into the logs.
+pub(crate) fn is_safe_client_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@:/-".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;

@@ -175,5 +175,12 @@ fn parse_api_key(entry: &str) -> Result<(String, [u8; 32]), String> {
     let mut digest = [0; 32];
     hex::decode_to_slice(digest_hex.trim(), &mut digest)
         .map_err(|_| format!("the digest of `{name}` is not 64 hex digits (a SHA-256)"))?;
-    Ok((name.trim().to_owned(), digest))
+    let name = name.trim();
+    if !super::is_safe_client_name(name) {
+        return Err(format!(
+            "client name `{}` must be 1 to 128 of letters, digits and . _ @ : / -",
+            name.escape_debug()
+        ));
+    }
+    Ok((name.to_owned(), digest))
 }

@@ -422,6 +422,16 @@ mod tests {
                 keys::API_KEYS,
             ),
             (
+                vec![
+                    (keys::AUTH, "api-key"),
+                    (
+                        keys::API_KEYS,
+                        "bad name:0000000000000000000000000000000000000000000000000000000000000000",
+                    ),
+                ],
+                keys::API_KEYS,
+            ),
+            (
                 vec![(keys::AUTH, "jwt"), (keys::JWT_ISSUER, "i")],
                 keys::JWT_JWKS_URL,
             ),

@@ -244,6 +244,10 @@ async fn expired_wrong_audience_wrong_issuer_and_forged_jwts_are_401() {
         token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
             c.as_object_mut().unwrap().remove("azp");
         }),
+        // A client name that would forge a log line (issue 14, item 7).
+        token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
+            c["azp"] = "appliance\nFAKE audit line".into()
+        }),
         // Signed by a key the JWKS does not hold, under a kid it does.
         token(
             Algorithm::RS256,
