@@ -2,8 +2,10 @@
 //! secret), issuer, audience, expiry and not-before, and reads the client's name from a claim.
 //!
 //! JWKS keys are cached by `kid`. A token with an unknown `kid` re-reads the JWKS (file or URL), at most
-//! once per [`MIN_REFRESH`], so an identity provider's key rotation is picked up without a restart and a
-//! flood of made-up `kid`s cannot turn into a flood of fetches.
+//! once per [`MIN_REFRESH`] whether or not a read has succeeded yet, so an identity provider's key
+//! rotation is picked up without a restart and a flood of made-up `kid`s cannot turn into a flood of
+//! fetches. Concurrent look-ups share one read (they wait for it, at most [`READ_WAIT`], and then look
+//! in the cache again).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +24,8 @@ use super::{JwtConfig, JwtKeySource};
 const LEEWAY_SECS: u64 = 60;
 /// Least time between two re-reads of the JWKS.
 pub const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// Longest wait for another look-up's JWKS read before a token with an unknown `kid` is refused.
+pub const READ_WAIT: Duration = Duration::from_secs(11);
 
 /// Why a JWT was not accepted. Logged, never sent to the client.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,9 @@ enum JwksSource {
 #[derive(Debug, Default)]
 struct ReadState {
     loaded: bool,
+    /// Before the JWKS first loaded: when a read was last tried.
+    last_attempt: Option<Instant>,
+    /// After: when it was last re-read for an unknown `kid`.
     last_refresh: Option<Instant>,
 }
 
@@ -201,21 +208,26 @@ impl JwtVerifier {
         if let Some(found) = cache.read().expect("jwks cache poisoned").get(kid) {
             return Ok(found.clone());
         }
-        let mut last = last_read.lock().await;
+        let Ok(mut last) = tokio::time::timeout(READ_WAIT, last_read.lock()).await else {
+            // Another look-up's read is taking too long: refuse rather than queue behind it.
+            return Err(JwtError::UnknownKey(kid.to_owned()));
+        };
         // Another request may have re-read it while this one waited.
         if let Some(found) = cache.read().expect("jwks cache poisoned").get(kid) {
             return Ok(found.clone());
         }
-        // The first read is free; re-reads for unknown kids are rate-limited.
-        if last.loaded {
-            if last
-                .last_refresh
-                .is_some_and(|at| at.elapsed() < MIN_REFRESH)
-            {
-                return Err(JwtError::UnknownKey(kid.to_owned()));
-            }
-            last.last_refresh = Some(Instant::now());
+        // Every read is rate-limited: tries before the JWKS ever loaded (a flood of made-up kids while the
+        // identity provider is down or slow) as well as re-reads for unknown kids once it has.
+        let state = &mut *last;
+        let previous = if state.loaded {
+            &mut state.last_refresh
+        } else {
+            &mut state.last_attempt
+        };
+        if previous.is_some_and(|at| at.elapsed() < MIN_REFRESH) {
+            return Err(JwtError::UnknownKey(kid.to_owned()));
         }
+        *previous = Some(Instant::now());
         let text = match source {
             JwksSource::File(path) => tokio::fs::read_to_string(path)
                 .await

@@ -685,3 +685,62 @@ async fn a_keep_alive_connection_is_closed_once_idle_between_requests() {
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+#[tokio::test]
+async fn a_flood_of_made_up_kids_causes_at_most_a_few_jwks_reads_and_is_refused() {
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = reads.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/keys", listener.local_addr().unwrap());
+    let jwks = std::fs::read_to_string(fixture("client-jwks.json")).unwrap();
+    tokio::spawn(async move {
+        let router = axum::Router::new().route(
+            "/keys",
+            axum::routing::get(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = jwks.clone();
+                // A slow identity provider: look-ups pile up behind the read.
+                async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    body
+                }
+            }),
+        );
+        axum::serve(listener, router).await.unwrap();
+    });
+    let app = spawn_app_with(AppOptions {
+        access: jwt_access(JwtKeySource::JwksUrl(jwks_url.parse().unwrap())),
+        ..AppOptions::default()
+    })
+    .await;
+    let key = rsa_key("client-rsa-key-1.pem");
+    let made_up: Vec<String> = (0..60)
+        .map(|i| {
+            token(
+                Algorithm::RS256,
+                Some(&format!("made-up-{i}")),
+                &key,
+                |_| {},
+            )
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        made_up
+            .iter()
+            .map(|bad| create_as(&app, bad, DEMO.mailbox_address)),
+    )
+    .await;
+    assert!(answers.iter().all(|a| a.status() == 401));
+    let fetched = reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=3).contains(&fetched),
+        "{fetched} JWKS reads for 60 made-up kids"
+    );
+    // A real client's kid was loaded by that read: it is not held up.
+    let good = token(Algorithm::RS256, Some("rsa-1"), &key, |_| {});
+    assert_eq!(
+        create_as(&app, &good, DEMO.mailbox_address).await.status(),
+        201
+    );
+    assert!(app.counters().graph_requests > 0);
+}
