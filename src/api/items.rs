@@ -178,6 +178,11 @@ pub async fn import_item_json(
         },
     )
     .await?;
+    // `Data` is borrowed from the body unless it holds a JSON escape (`\/` is common); then the parser
+    // makes a copy of it, which is reserved before it exists, like every other copy this route makes.
+    if raw.contains(&b'\\') {
+        reserve(&state.budget, &mut reserved, raw.len()).await?;
+    }
     let request: GraphImportBody = serde_json::from_slice(&raw).map_err(ApiError::InvalidJson)?;
     let folder = FolderRef::parse(&request.folder_id).map_err(ApiError::InvalidFolder)?;
     let mode = match (request.mode.as_str(), request.item_id, request.change_key) {

@@ -10,7 +10,7 @@ use mailbox_gateway::fts::synthetic_item;
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{
-    chunked, encode, json, problem, raw_chunked_upload, spawn_app_with, AppOptions,
+    chunked, encode, json, problem, raw_chunked_upload, skip, spawn_app_with, until, AppOptions,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -37,13 +37,21 @@ async fn a_request_that_does_not_fit_waits_briefly_then_gets_503_over_capacity()
         .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(3)), 1);
     let holding = app.create(DEMO.mailbox_id, "inbox", synthetic_item("big", 700 * 1024));
     let refused = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        app.create(
-            DEMO.mailbox_id,
-            "inbox",
-            synthetic_item("second", 500 * 1024),
-        )
-        .await
+        // The first import holds its bytes from before it reaches the simulator until it is answered.
+        until("the first import reached the simulator", || async {
+            app.counters().faults_injected == 1
+        })
+        .await;
+        let refused = app
+            .create(
+                DEMO.mailbox_id,
+                "inbox",
+                synthetic_item("second", 500 * 1024),
+            )
+            .await;
+        // Refused: the simulator need not keep the first import waiting any longer.
+        skip(Duration::from_secs(3)).await;
+        refused
     };
     let (holding, refused) = tokio::join!(holding, refused);
     assert_eq!(holding.status(), 201);
@@ -196,4 +204,41 @@ async fn many_concurrent_uploads_under_a_small_budget_all_succeed_when_clients_r
         .await;
     assert_eq!(outcomes.len(), 16);
     assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 16);
+}
+
+#[tokio::test]
+async fn the_json_routes_copy_of_escaped_data_is_counted_in_the_budget() {
+    let app = spawn_app_with(small_budget()).await;
+    let item = synthetic_item("escaped", 300 * 1024);
+    let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &item);
+    let send = |data: String| {
+        let body = format!(r#"{{"FolderId":"inbox","Mode":"create","Data":"{data}"}}"#);
+        app.client
+            .post(app.url(&format!(
+                "/v1/mailboxes/{}/importItem",
+                encode(DEMO.mailbox_id)
+            )))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Plain: the body (400 KiB) and the decoded item (300 KiB) fit in the 1 MiB budget.
+    assert_eq!(send(data.clone()).await.unwrap().status(), 200);
+    // With every '/' escaped, the parser copies Data: body, copy and item no longer fit, and the gateway
+    // says so instead of holding more than its budget.
+    let escaped = data.replace('/', "\\/");
+    let body = problem(send(escaped).await.unwrap(), 413, "item_too_large").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MAILBOX_GATEWAY_MEMORY_BUDGET"),
+        "{body}"
+    );
+    let ready: serde_json::Value =
+        json(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(
+        ready["memoryBudget"]["availableBytes"], MIB,
+        "everything given back"
+    );
 }
