@@ -1,9 +1,12 @@
-//! The audit events: one per import and one per denial, on the `audit` target, which the binary writes
-//! apart from the debug log (one JSON object per line, `crate::audit_log`). Status and code come from
-//! the answer itself ([`ApiError::status`], [`ApiError::code`]), so the audit line and the client's
-//! answer cannot disagree.
+//! The audit events, on the `audit` target, which the binary writes apart from the debug log (one JSON
+//! object per line, `crate::audit_log`): one per import, one per denial by the rules, one per request
+//! refused without credentials, and one per other refusal of a client's request (a bad header, body or
+//! size, a timeout, no memory), so that every request a client sent to a guarded route leaves a line.
+//! Status and code come from the answer itself ([`ApiError::status`], [`ApiError::code`], or the
+//! response's [`ProblemCode`]), so the audit line and the client's answer cannot disagree. Each line
+//! carries the client's request id and the gateway's own.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 
 use super::items::ImportCommand;
 use super::ApiError;
@@ -43,6 +46,7 @@ pub(super) fn import(
         code,
         item_id,
         request_id = %super::request_id::current_request_id(),
+        gateway_request_id = %super::request_id::gateway_request_id(),
         client_request_id = %super::request_id::graph_client_request_id(),
         graph_request_id = graph_request_id.as_deref(),
         "import"
@@ -73,6 +77,45 @@ pub(super) fn denied(
         status = error.status().as_u16(),
         code = error.code(),
         request_id = %super::request_id::current_request_id(),
+        gateway_request_id = %super::request_id::gateway_request_id(),
         "denied"
     );
 }
+
+/// One audit event per request refused because the client did not authenticate.
+pub(super) fn unauthenticated(method: &Method, path: &str) {
+    tracing::warn!(
+        target: "audit",
+        client = "-",
+        method = %method,
+        path,
+        status = ApiError::Unauthenticated.status().as_u16(),
+        code = ApiError::Unauthenticated.code(),
+        request_id = %super::request_id::current_request_id(),
+        gateway_request_id = %super::request_id::gateway_request_id(),
+        "unauthenticated"
+    );
+}
+
+/// One audit event per other refusal of an authenticated client's request.
+pub(super) fn refused(client: &str, method: &Method, route: &str, status: StatusCode, code: &str) {
+    tracing::info!(
+        target: "audit",
+        client,
+        method = %method,
+        route,
+        status = status.as_u16(),
+        code,
+        request_id = %super::request_id::current_request_id(),
+        gateway_request_id = %super::request_id::gateway_request_id(),
+        "refused"
+    );
+}
+
+/// Marks a response whose request has its audit line already (an import or a denial).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Audited;
+
+/// The problem code of an error response, for the audit line of a refusal.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProblemCode(pub &'static str);

@@ -382,6 +382,13 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, axum::Json(problem)).into_response();
+        response
+            .extensions_mut()
+            .insert(super::audit::ProblemCode(code));
+        if matches!(self, ApiError::Forbidden { .. }) {
+            // `authorize` wrote its audit line already.
+            response.extensions_mut().insert(super::audit::Audited);
+        }
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -43,6 +43,8 @@ pub(super) async fn run(
                     response
                         .headers_mut()
                         .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                    // The import it replays has its audit line; a replay adds none.
+                    response.extensions_mut().insert(super::audit::Audited);
                     return Ok(response);
                 }
             }
@@ -56,7 +58,9 @@ pub(super) async fn run(
     let task = state
         .tasks
         .spawn(carry_request_id(import).instrument(tracing::Span::current()));
-    task.await.map_err(|_| ApiError::Internal)
+    let mut response = task.await.map_err(|_| ApiError::Internal)?;
+    response.extensions_mut().insert(super::audit::Audited);
+    Ok(response)
 }
 
 /// Claims the client's key: `Ok` to run the request under it, `Err` with the stored response to replay.

@@ -85,11 +85,14 @@ pub fn router(state: AppState) -> Router {
             Guard::Client => guarded = guarded.route(path, handler),
         }
     }
-    // Only matched, guarded routes authenticate; health checks and the spec stay open.
-    let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        authenticate,
-    ));
+    // Only matched, guarded routes authenticate; health checks and the spec stay open. Inside it, every
+    // refusal of an authenticated client's request that has no audit line yet gets one.
+    let guarded = guarded
+        .route_layer(axum::middleware::from_fn(audit_refusals))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
     open.merge(guarded)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -150,9 +153,33 @@ async fn authenticate(
         Err(reason) => {
             // The reason is for the operator's log; the client only learns that it is not let in.
             tracing::info!(%reason, "client not authenticated");
+            audit::unauthenticated(request.method(), request.uri().path());
             ApiError::Unauthenticated.into_response()
         }
     }
+}
+
+/// Writes the audit line of a refused request that has none yet (imports and denials write their own).
+async fn audit_refusals(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let client = request
+        .extensions()
+        .get::<Client>()
+        .map_or_else(|| "-".to_owned(), |client| client.name.clone());
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "-".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.as_u16() >= 400 && response.extensions().get::<audit::Audited>().is_none() {
+        let code = response
+            .extensions()
+            .get::<audit::ProblemCode>()
+            .map_or("-", |code| code.0);
+        audit::refused(&client, &method, &route, status, code);
+    }
+    response
 }
 
 /// Refuses, before any Graph call, what the client's rules do not allow.
@@ -260,5 +287,135 @@ async fn route_not_found(uri: axum::http::Uri) -> ApiError {
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed {
         method: method.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use secrecy::SecretString;
+    use sha2::{Digest, Sha256};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::access::{parse_rules, AccessConfig, AuthConfig};
+    use crate::config::{Config, CredentialConfig, ImportHosts, TenantConfig};
+
+    /// A gateway whose one client `appliance` has the key `key-1`, and the audit lines it writes.
+    fn gateway() -> (Router, Arc<Mutex<Vec<u8>>>) {
+        let tenant = TenantConfig {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "11111111-2222-3333-4444-555555555555".into(),
+            credential: CredentialConfig::Secret(SecretString::from("unused".to_owned())),
+            authority_host: "http://127.0.0.1:9".parse().unwrap(),
+            graph_url: "http://127.0.0.1:9/v1.0".parse().unwrap(),
+            import_hosts: ImportHosts::parse("http://127.0.0.1:9").unwrap(),
+        };
+        let config = Config {
+            access: AccessConfig {
+                auth: AuthConfig::ApiKeys(vec![("appliance".into(), Sha256::digest(b"key-1").into())]),
+                rules: parse_rules(r#"[{"client":"appliance","mailboxes":["*@contoso.com"],"operations":["create","update"]}]"#)
+                    .unwrap(),
+            },
+            max_item_bytes: 1024,
+            ..Config::new(tenant)
+        };
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        (router(AppState::new(&config).unwrap()), lines)
+    }
+
+    #[tokio::test]
+    async fn every_refused_request_leaves_one_audit_line_with_status_code_and_the_gateways_own_id()
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::Layer;
+        let (router, lines) = gateway();
+        let writer = {
+            let lines = lines.clone();
+            move || Capture(lines.clone())
+        };
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(writer)
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    m.target() == "audit"
+                })),
+        );
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let send = |key: Option<&str>, content_type: &str, body: &'static [u8]| {
+            let mut request =
+                http::Request::post("/v1/mailboxes/adele@contoso.com/folders/inbox/items")
+                    .header("content-type", content_type)
+                    .header("x-request-id", "same-id");
+            if let Some(key) = key {
+                request = request.header("x-api-key", key);
+            }
+            router
+                .clone()
+                .oneshot(request.body(Body::from(body)).unwrap())
+        };
+        assert_eq!(
+            send(None, "application/octet-stream", b"x")
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+        assert_eq!(
+            send(Some("key-1"), "text/plain", b"x")
+                .await
+                .unwrap()
+                .status(),
+            415
+        );
+        assert_eq!(
+            send(Some("key-1"), "application/octet-stream", &[0; 2048])
+                .await
+                .unwrap()
+                .status(),
+            413
+        );
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let field = |i: usize, name: &str| events[i]["fields"][name].clone();
+        assert_eq!(events.len(), 3, "{text}");
+        assert_eq!(field(0, "message"), "unauthenticated");
+        assert_eq!(
+            (field(0, "status"), field(0, "code")),
+            (401.into(), "unauthenticated".into())
+        );
+        assert_eq!(field(1, "message"), "refused");
+        assert_eq!(field(1, "client"), "appliance");
+        assert_eq!(field(1, "code"), "unsupported_media_type");
+        assert_eq!(
+            (field(2, "status"), field(2, "code")),
+            (413.into(), "item_too_large".into())
+        );
+        // The client's id is the same on all three; the gateway's own never is.
+        let own: std::collections::BTreeSet<String> = (0..3)
+            .map(|i| field(i, "gateway_request_id").to_string())
+            .collect();
+        assert_eq!(own.len(), 3, "{text}");
+        assert!((0..3).all(|i| field(i, "request_id") == "same-id"));
+    }
+
+    /// A writer into a shared buffer, for capturing log lines.
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

@@ -25,6 +25,9 @@ struct RequestIds {
     id: String,
     /// A GUID, as Graph wants for `client-request-id`: the request id itself when it is one.
     graph: String,
+    /// The gateway's own id for the request, always fresh: two requests can share a client's id, never
+    /// this one.
+    own: String,
 }
 
 /// Middleware: assigns the id, runs the request with it in scope, and echoes it.
@@ -45,8 +48,9 @@ pub async fn assign_request_id(mut request: Request, next: Next) -> Response {
     if graph != id {
         tracing::debug!(request_id = %id, client_request_id = %graph, "request id is not a GUID");
     }
+    let own = uuid::Uuid::new_v4().to_string();
     let mut response = REQUEST_IDS
-        .scope(RequestIds { id, graph }, next.run(request))
+        .scope(RequestIds { id, graph, own }, next.run(request))
         .await;
     response.headers_mut().insert(X_REQUEST_ID, header);
     response
@@ -67,6 +71,13 @@ pub fn carry_request_id<F: Future>(future: F) -> impl Future<Output = F::Output>
 pub fn current_request_id() -> String {
     REQUEST_IDS
         .try_with(|ids| ids.id.clone())
+        .unwrap_or_else(|_| "-".to_owned())
+}
+
+/// The gateway's own id for the current request (never the client's), or `-` outside a request.
+pub fn gateway_request_id() -> String {
+    REQUEST_IDS
+        .try_with(|ids| ids.own.clone())
         .unwrap_or_else(|_| "-".to_owned())
 }
 
