@@ -13,7 +13,8 @@
 //! runs out and the key is settled as `outcome_unknown` by the next request that finds it (the import may
 //! have reached Exchange), never run again.
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -58,6 +59,8 @@ pub enum Claim {
     /// The replica that held the key stopped renewing it mid-request: the outcome is unknown. Settle it
     /// with [`IdempotencyStore::settle_abandoned`].
     Abandoned,
+    /// The client holds as many live keys as it may; no key is dropped before its time to make room.
+    Full,
 }
 
 /// A key this request holds while it runs. Dropped without an outcome, it is released.
@@ -77,6 +80,8 @@ enum Held {
     Shared {
         store: Arc<SharedStore>,
         key: String,
+        /// The client's index of live keys.
+        index: String,
         owner: String,
         ttl: Duration,
         renewal: AbortHandle,
@@ -85,8 +90,19 @@ enum Held {
 
 #[derive(Debug)]
 struct Entry {
+    /// Whose key it is, for the client's count of live keys.
+    client: Arc<str>,
     fingerprint: Fingerprint,
     outcome: watch::Sender<Outcome>,
+}
+
+/// The in-memory keys: a cache that drops a key only when its TTL has passed (or when it is released),
+/// and each client's count of live keys, which a client may not take beyond its capacity.
+#[derive(Clone, Debug)]
+struct MemoryKeys {
+    entries: Cache<String, Arc<Entry>>,
+    /// A std `Mutex`: held for a count's change, never across an await.
+    counts: Arc<Mutex<HashMap<Arc<str>, u64>>>,
 }
 
 /// Where the request holding a key is.
@@ -107,24 +123,29 @@ pub struct IdempotencyStore {
 
 #[derive(Clone, Debug)]
 enum Backend {
-    Memory(Cache<String, Arc<Entry>>),
+    Memory(MemoryKeys),
     Shared(Arc<SharedStore>),
 }
 
 /// How often a request polls a key that runs on another replica.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
-/// Claims a key: `run` when new, else what is there. KEYS: the key. ARGV: fingerprint, owner, lease ms,
-/// TTL ms.
+/// Claims a key: `run` when new (and its client holds fewer live keys than its capacity; else `full`),
+/// else what is there. KEYS: the key, the client's index of live keys. ARGV: fingerprint, owner, lease
+/// ms, TTL ms, capacity.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{}",
         r#"
 local entry = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', 'lease', 'response')
 if not entry[1] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {'full'} end
   redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'state', 'running', 'owner', ARGV[2],
     'lease', now + tonumber(ARGV[3]))
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), KEYS[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
   return {'run'}
 end
 if entry[1] ~= ARGV[1] then return {'conflict'} end
@@ -165,12 +186,13 @@ return 1
     )
 });
 
-/// Frees a key this owner still holds. KEYS: the key. ARGV: owner.
+/// Frees a key this owner still holds. KEYS: the key, the client's index. ARGV: owner.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
 return 1
 "#,
     )
@@ -191,14 +213,24 @@ return 1
 impl IdempotencyStore {
     /// An empty store in this process's memory.
     pub fn new(settings: IdempotencySettings) -> IdempotencyStore {
+        let counts: Arc<Mutex<HashMap<Arc<str>, u64>>> = Arc::default();
+        let listener_counts = counts.clone();
+        let entries = Cache::builder()
+            // No capacity: a live key is a promise, so nothing but its TTL (or a release) removes it.
+            .time_to_live(settings.ttl)
+            .eviction_listener(move |_key, entry: Arc<Entry>, _cause| {
+                let mut counts = listener_counts.lock().expect("key counts poisoned");
+                if let Some(count) = counts.get_mut(&entry.client) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        counts.remove(&entry.client);
+                    }
+                }
+            })
+            .build();
         IdempotencyStore {
             settings,
-            backend: Backend::Memory(
-                Cache::builder()
-                    .max_capacity(settings.capacity)
-                    .time_to_live(settings.ttl)
-                    .build(),
-            ),
+            backend: Backend::Memory(MemoryKeys { entries, counts }),
         }
     }
 
@@ -220,10 +252,12 @@ impl IdempotencyStore {
         wait: Duration,
     ) -> Result<Claim, StoreUnavailable> {
         match &self.backend {
-            Backend::Memory(entries) => {
+            Backend::Memory(keys) => {
                 // Length-prefixed, so no client name and key combine like another pair.
                 let scoped = format!("{}:{client}:{key}", client.len());
-                Ok(claim_in_memory(entries, &scoped, fingerprint, wait).await)
+                Ok(keys
+                    .claim(client, &scoped, fingerprint, wait, self.settings.capacity)
+                    .await)
             }
             Backend::Shared(store) => {
                 self.claim_shared(store, client, key, fingerprint, wait)
@@ -270,6 +304,7 @@ impl IdempotencyStore {
         wait: Duration,
     ) -> Result<Claim, StoreUnavailable> {
         let key = shared_key(store, client, key);
+        let index = client_index(store, client);
         let owner = store.holder_name();
         let lease = self.settings.lease;
         let give_up = Instant::now() + wait;
@@ -278,10 +313,12 @@ impl IdempotencyStore {
                 .run(
                     CLAIM
                         .key(&key)
+                        .key(&index)
                         .arg(hex(&fingerprint))
                         .arg(&owner)
                         .arg(millis(lease))
-                        .arg(millis(self.settings.ttl)),
+                        .arg(millis(self.settings.ttl))
+                        .arg(self.settings.capacity),
                 )
                 .await?;
             match answer.first().map(String::as_str) {
@@ -293,6 +330,7 @@ impl IdempotencyStore {
                         held: Held::Shared {
                             store: store.clone(),
                             key,
+                            index,
                             owner,
                             ttl: self.settings.ttl,
                             renewal,
@@ -306,6 +344,7 @@ impl IdempotencyStore {
                     )))
                 }
                 Some("conflict") => return Ok(Claim::Conflict),
+                Some("full") => return Ok(Claim::Full),
                 Some("abandoned") => return Ok(Claim::Abandoned),
                 _ if Instant::now() >= give_up => return Ok(Claim::InFlight),
                 _ => tokio::time::sleep(POLL_EVERY.min(give_up - Instant::now())).await,
@@ -314,53 +353,69 @@ impl IdempotencyStore {
     }
 }
 
-/// The in-memory claim: atomic insertion in the cache, then waiting on the holder's outcome.
-async fn claim_in_memory(
-    entries: &Cache<String, Arc<Entry>>,
-    key: &str,
-    fingerprint: Fingerprint,
-    wait: Duration,
-) -> Claim {
-    let give_up = Instant::now() + wait;
-    loop {
-        let candidate = Arc::new(Entry {
-            fingerprint,
-            outcome: watch::channel(Outcome::Running).0,
-        });
-        // Atomic: exactly one request inserts the entry for a key.
-        let entry = entries
-            .entry_by_ref(key)
-            .or_insert_with(|| candidate.clone());
-        if entry.is_fresh() {
-            return Claim::Run(Claimed {
-                held: Held::Memory {
-                    entries: entries.clone(),
-                    key: key.to_owned(),
-                    entry: entry.into_value(),
-                },
-                done: false,
+impl MemoryKeys {
+    /// The in-memory claim: atomic insertion in the cache (if the client has room for one more key),
+    /// then waiting on the holder's outcome.
+    async fn claim(
+        &self,
+        client: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+        wait: Duration,
+        capacity: u64,
+    ) -> Claim {
+        let entries = &self.entries;
+        let client: Arc<str> = Arc::from(client);
+        let give_up = Instant::now() + wait;
+        loop {
+            let candidate = Arc::new(Entry {
+                client: client.clone(),
+                fingerprint,
+                outcome: watch::channel(Outcome::Running).0,
             });
-        }
-        let entry = entry.into_value();
-        if entry.fingerprint != fingerprint {
-            return Claim::Conflict;
-        }
-        let mut outcome = entry.outcome.subscribe();
-        drop(entry);
-        let finished = tokio::time::timeout_at(
-            give_up,
-            outcome.wait_for(|o| !matches!(o, Outcome::Running)),
-        )
-        .await;
-        match finished {
-            Err(_) => return Claim::InFlight,
-            Ok(Ok(outcome)) => {
-                if let Outcome::Done(stored) = &*outcome {
-                    return Claim::Replay(stored.clone());
-                }
+            // Atomic: exactly one request inserts the entry for a key, and only while its client has room.
+            let entry = entries.entry_by_ref(key).or_optionally_insert_with(|| {
+                let mut counts = self.counts.lock().expect("key counts poisoned");
+                let count = counts.entry(client.clone()).or_insert(0);
+                (*count < capacity).then(|| {
+                    *count += 1;
+                    candidate.clone()
+                })
+            });
+            let Some(entry) = entry else {
+                return Claim::Full;
+            };
+            if entry.is_fresh() {
+                return Claim::Run(Claimed {
+                    held: Held::Memory {
+                        entries: entries.clone(),
+                        key: key.to_owned(),
+                        entry: entry.into_value(),
+                    },
+                    done: false,
+                });
             }
-            // Released without an outcome: the key is free again; claim it afresh.
-            Ok(Err(_)) => {}
+            let entry = entry.into_value();
+            if entry.fingerprint != fingerprint {
+                return Claim::Conflict;
+            }
+            let mut outcome = entry.outcome.subscribe();
+            drop(entry);
+            let finished = tokio::time::timeout_at(
+                give_up,
+                outcome.wait_for(|o| !matches!(o, Outcome::Running)),
+            )
+            .await;
+            match finished {
+                Err(_) => return Claim::InFlight,
+                Ok(Ok(outcome)) => {
+                    if let Outcome::Done(stored) = &*outcome {
+                        return Claim::Replay(stored.clone());
+                    }
+                }
+                // Released without an outcome: the key is free again; claim it afresh.
+                Ok(Err(_)) => {}
+            }
         }
     }
 }
@@ -384,6 +439,11 @@ async fn renew(store: Arc<SharedStore>, key: String, owner: String, lease: Durat
     }
 }
 
+/// The client's index of live keys (by expiry), which its capacity counts.
+fn client_index(store: &SharedStore, client: &str) -> String {
+    store.key("idempotency", client, "index")
+}
+
 fn shared_key(store: &SharedStore, client: &str, key: &str) -> String {
     store.key("idempotency", client, &hex(&Sha256::digest(key.as_bytes())))
 }
@@ -402,6 +462,7 @@ impl Claimed {
                 owner,
                 ttl,
                 renewal,
+                ..
             } => {
                 let stored = store
                     .run::<i64>(
@@ -426,6 +487,7 @@ impl Claimed {
         if let Held::Shared {
             store,
             key,
+            index,
             owner,
             renewal,
             ..
@@ -433,7 +495,9 @@ impl Claimed {
         {
             renewal.abort();
             // If this fails, the lease runs out and the key reads outcome_unknown: safe, if unhelpful.
-            let _ = store.run::<i64>(RELEASE.key(key).arg(owner)).await;
+            let _ = store
+                .run::<i64>(RELEASE.key(key).key(index).arg(owner))
+                .await;
         } else {
             self.forget_in_memory();
         }
@@ -467,15 +531,19 @@ impl Drop for Claimed {
             Held::Shared {
                 store,
                 key,
+                index,
                 owner,
                 renewal,
                 ..
             } => {
                 renewal.abort();
-                let (store, key, owner) = (store.clone(), key.clone(), owner.clone());
+                let (store, key, index, owner) =
+                    (store.clone(), key.clone(), index.clone(), owner.clone());
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     runtime.spawn(async move {
-                        let _ = store.run::<i64>(RELEASE.key(&key).arg(&owner)).await;
+                        let _ = store
+                            .run::<i64>(RELEASE.key(&key).key(&index).arg(&owner))
+                            .await;
                     });
                 }
             }

@@ -27,6 +27,9 @@ const OVER_CAPACITY_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// `Retry-After` sent with `idempotency_key_in_flight`: the import under the key may answer any moment.
 const IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// `Retry-After` sent with `idempotency_keys_exhausted`: keys expire one by one, not all at once.
+const KEYS_EXHAUSTED_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// `Retry-After` sent with a 503 when the upstream named no delay.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -63,6 +66,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("a request with this Idempotency-Key is still running; retry after the Retry-After delay to get its answer")]
     IdempotencyKeyInFlight,
+    #[error("this client holds as many live Idempotency-Keys as it may (MAILBOX_GATEWAY_IDEMPOTENCY_CAPACITY); none is dropped before its time, so new keyed requests wait until older keys expire, or send this one without a key")]
+    IdempotencyKeysExhausted,
     #[error("the shared store (Valkey/Redis) that keeps idempotency keys is unreachable, so a request with an Idempotency-Key cannot be run safely; retry later")]
     SharedStateUnavailable(#[source] crate::store::StoreUnavailable),
     #[error("this endpoint takes {expected}, {}", describe_received(received))]
@@ -204,6 +209,11 @@ impl ApiError {
                 S::CONFLICT,
                 "idempotency_key_in_flight",
                 "Idempotency-Key in flight",
+            ),
+            ApiError::IdempotencyKeysExhausted => (
+                S::TOO_MANY_REQUESTS,
+                "idempotency_keys_exhausted",
+                "Too many live Idempotency-Keys",
             ),
             ApiError::SharedStateUnavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
@@ -378,6 +388,7 @@ impl IntoResponse for ApiError {
             ApiError::NotReady(_) => retry_after = Some(DEFAULT_RETRY_AFTER),
             ApiError::OverCapacity => retry_after = Some(OVER_CAPACITY_RETRY_AFTER),
             ApiError::IdempotencyKeyInFlight => retry_after = Some(IN_FLIGHT_RETRY_AFTER),
+            ApiError::IdempotencyKeysExhausted => retry_after = Some(KEYS_EXHAUSTED_RETRY_AFTER),
             ApiError::SharedStateUnavailable(_) => retry_after = Some(DEFAULT_RETRY_AFTER),
             _ => {}
         }

@@ -95,6 +95,7 @@ async fn claim(
         Claim::Run(claimed) => Ok(Ok(claimed)),
         Claim::Replay(stored) => Ok(Err(stored)),
         Claim::Conflict => Err(ApiError::IdempotencyKeyReused),
+        Claim::Full => Err(ApiError::IdempotencyKeysExhausted),
         Claim::InFlight | Claim::Abandoned => Err(ApiError::IdempotencyKeyInFlight),
     }
 }

@@ -124,7 +124,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (MAILBOX_QUEUE_TIMEOUT_SECS, "longest wait for a mailbox's turn"),
     (UPLOAD_BYTES_PER_5_MIN, "upload pacing per mailbox (0 = off)"),
     (IDEMPOTENCY_TTL_SECS, "how long idempotency keys are kept"),
-    (IDEMPOTENCY_CAPACITY, "how many idempotency keys are kept"),
+    (
+        IDEMPOTENCY_CAPACITY,
+        "how many live idempotency keys each client may hold",
+    ),
     (REDIS_URL, "redis:// or rediss:// URL of the Valkey/Redis store that replicas share (unset = in memory)"),
     (REDIS_PREFIX, "prefix of every key in the shared store"),
     (DEGRADED_MAILBOX_CONCURRENCY, "requests in flight per mailbox and replica while the shared store is unreachable"),

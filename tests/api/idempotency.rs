@@ -199,6 +199,60 @@ async fn a_retry_that_outwaits_a_long_first_request_gets_409_in_flight_then_the_
     );
 }
 
+async fn one_client_cannot_push_out_another_clients_keys(store: Store) {
+    use mailbox_gateway::access::{parse_rules, AccessConfig, AuthConfig};
+    use sha2::{Digest, Sha256};
+    let digest = |key: &str| -> [u8; 32] { Sha256::digest(key.as_bytes()).into() };
+    let app = spawn_app_with(AppOptions {
+        store,
+        access: AccessConfig {
+            auth: AuthConfig::ApiKeys(vec![
+                ("noisy".into(), digest("noisy-key-0123456789")),
+                ("quiet".into(), digest("quiet-key-0123456789")),
+            ]),
+            rules: parse_rules(&format!(
+                r#"[{{"client": "noisy", "mailboxes": ["{0}"], "operations": ["create"]}},
+                    {{"client": "quiet", "mailboxes": ["{0}"], "operations": ["create"]}}]"#,
+                DEMO.mailbox_id
+            ))
+            .unwrap(),
+        },
+        idempotency: mailbox_gateway::config::IdempotencySettings {
+            capacity: 3,
+            ..Default::default()
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let as_client = |key: &str| {
+        let mut handle = app.clone_client();
+        handle.client = crate::helpers::client(Some(key), None);
+        handle
+    };
+    let (noisy, quiet) = (
+        as_client("noisy-key-0123456789"),
+        as_client("quiet-key-0123456789"),
+    );
+    let first = quiet.create_with_key("quiet-1", "quiet").await;
+    assert_eq!(first.status(), 201);
+    let first = json(first).await;
+    for i in 0..3 {
+        let key = format!("noisy-{i}");
+        assert_eq!(noisy.create_with_key(&key, &key).await.status(), 201);
+    }
+    // The noisy client's fourth live key is refused rather than any key dropped early.
+    let refused = noisy.create_with_key("noisy-3", "noisy-3").await;
+    assert_eq!(refused.headers()["retry-after"], "60");
+    problem(refused, 429, "idempotency_keys_exhausted").await;
+    // Its own keys still replay, and so does the quiet client's.
+    let again = noisy.create_with_key("noisy-0", "noisy-0").await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again = quiet.create_with_key("quiet-1", "quiet").await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(json(again).await, first);
+    assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 4);
+}
+
 /// Runs each named test once per store.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -226,4 +280,5 @@ on_both_stores!(
     an_answer_that_did_nothing_frees_the_key_for_a_retry,
     a_malformed_key_is_400,
     a_retry_that_outwaits_a_long_first_request_gets_409_in_flight_then_the_answer,
+    one_client_cannot_push_out_another_clients_keys,
 );
