@@ -61,6 +61,8 @@ pub struct Shared {
     pub audit_digest: bool,
     /// Longest pause in a client's upload.
     pub client_body_timeout: Duration,
+    /// Slowest upload accepted after its grace period, in bytes per second; 0 is off.
+    pub min_upload_bytes_per_sec: u64,
     /// The retry budget each client request gets.
     pub retry: RetryPolicy,
     /// Outcomes of requests sent with an `Idempotency-Key`.
@@ -113,10 +115,12 @@ impl AppState {
             metrics,
             max_item_bytes: config.max_item_bytes,
             audit_digest: config.audit_digest,
-            budget: MemoryBudget::new(
+            budget: MemoryBudget::with_client_share(
                 usize::try_from(config.memory_budget).unwrap_or(usize::MAX),
                 config.memory_wait,
+                config.client_budget_share,
             ),
+            min_upload_bytes_per_sec: config.min_upload_bytes_per_sec,
             client_body_timeout: config.timeouts.client_body,
             retry: config.retry,
             idempotency,

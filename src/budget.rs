@@ -1,11 +1,16 @@
 //! Caps the item bytes held in memory across all requests, so no load can run the gateway out of memory.
 //!
 //! Each byte of a request body the gateway buffers is a permit of one semaphore sized to
-//! `MAILBOX_GATEWAY_MEMORY_BUDGET`. A request that announces its size takes all its permits before
-//! reading; a chunked upload takes them as its chunks arrive. Permits are held until the import has been
-//! answered. When the budget is full, a request waits briefly, then is told to come back later.
+//! `MAILBOX_GATEWAY_MEMORY_BUDGET`. A small request that announces its size takes all its permits before
+//! reading; a large one, like a chunked upload, takes them as its bytes arrive, so a client that
+//! announces much and sends little holds little. Permits are held until the import has been answered.
+//! When the budget is full, a request waits briefly, then is told to come back later.
+//!
+//! No client may hold more than its share of the budget (`MAILBOX_GATEWAY_CLIENT_BUDGET_SHARE`) while
+//! it holds anything else: one client's uploads cannot starve the others.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,12 +22,21 @@ pub struct MemoryBudget {
     total: usize,
     /// How long a request waits for room before it is refused.
     wait: Duration,
+    /// The most one client may hold while it holds anything else.
+    client_share: usize,
+    /// Bytes held per client. A std `Mutex`: held for a check and an update, never across an await.
+    per_client: Arc<ClientCounts>,
 }
+
+/// Bytes held per client.
+type ClientCounts = Mutex<HashMap<Arc<str>, usize>>;
 
 /// Bytes of the budget held by one request; given back when dropped.
 #[derive(Debug)]
 pub struct Reservation {
     permit: Option<OwnedSemaphorePermit>,
+    /// Whose bytes they are, and the budget's per-client counts to give them back to.
+    client: Option<(Arc<str>, Arc<ClientCounts>)>,
 }
 
 /// Why bytes could not be reserved.
@@ -32,15 +46,25 @@ pub enum BudgetError {
     LargerThanBudget { total: usize },
     /// The budget stayed full for the whole wait.
     Full,
+    /// The client already holds its share of the budget.
+    ClientShare { share: usize },
 }
 
 impl MemoryBudget {
     /// A budget of `total` bytes; a request waits at most `wait` for room.
     pub fn new(total: usize, wait: Duration) -> MemoryBudget {
+        MemoryBudget::with_client_share(total, wait, 100)
+    }
+
+    /// A budget of `total` bytes of which one client may hold `share_percent`% while it holds anything
+    /// else.
+    pub fn with_client_share(total: usize, wait: Duration, share_percent: u8) -> MemoryBudget {
         MemoryBudget {
             permits: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
             total,
             wait,
+            client_share: total / 100 * usize::from(share_percent.min(100)),
+            per_client: Arc::default(),
         }
     }
 
@@ -56,7 +80,18 @@ impl MemoryBudget {
 
     /// An empty reservation, to grow as a body arrives.
     pub fn empty(&self) -> Reservation {
-        Reservation { permit: None }
+        Reservation {
+            permit: None,
+            client: None,
+        }
+    }
+
+    /// An empty reservation counted against `client`'s share.
+    pub fn empty_for(&self, client: &str) -> Reservation {
+        Reservation {
+            permit: None,
+            client: Some((Arc::from(client), self.per_client.clone())),
+        }
     }
 
     /// Adds `bytes` to `reservation`, waiting a little for room.
@@ -74,11 +109,29 @@ impl MemoryBudget {
         }
         let wanted = u32::try_from(bytes)
             .map_err(|_| BudgetError::LargerThanBudget { total: self.total })?;
+        // Counted against the client's share first (atomically), given back if no room comes.
+        if let Some((client, counts)) = &reservation.client {
+            let mut counts = counts.lock().expect("budget counts poisoned");
+            let holding = counts.entry(client.clone()).or_insert(0);
+            // Beyond the share only while this request is the client's only one.
+            let elsewhere = *holding - held.min(*holding);
+            if elsewhere > 0 && *holding + bytes > self.client_share {
+                return Err(BudgetError::ClientShare {
+                    share: self.client_share,
+                });
+            }
+            *holding += bytes;
+        }
         let permit =
-            tokio::time::timeout(self.wait, self.permits.clone().acquire_many_owned(wanted))
+            match tokio::time::timeout(self.wait, self.permits.clone().acquire_many_owned(wanted))
                 .await
-                .map_err(|_| BudgetError::Full)?
-                .expect("the budget semaphore is never closed");
+            {
+                Ok(permit) => permit.expect("the budget semaphore is never closed"),
+                Err(_) => {
+                    reservation.count_down(bytes);
+                    return Err(BudgetError::Full);
+                }
+            };
         match &mut reservation.permit {
             Some(current) => current.merge(permit),
             None => reservation.permit = Some(permit),
@@ -97,11 +150,33 @@ impl Reservation {
 
     /// Gives back all but `keep` bytes (after a body shrank, such as base64 decoded into its item).
     pub fn shrink_to(&mut self, keep: usize) {
+        let mut given_back = 0;
         if let Some(permit) = &mut self.permit {
             if permit.num_permits() > keep {
-                drop(permit.split(permit.num_permits() - keep));
+                given_back = permit.num_permits() - keep;
+                drop(permit.split(given_back));
             }
         }
+        self.count_down(given_back);
+    }
+
+    /// Takes `bytes` off the client's count.
+    fn count_down(&self, bytes: usize) {
+        if let Some((client, counts)) = &self.client {
+            let mut counts = counts.lock().expect("budget counts poisoned");
+            if let Some(holding) = counts.get_mut(client) {
+                *holding = holding.saturating_sub(bytes);
+                if *holding == 0 {
+                    counts.remove(client);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.count_down(self.bytes());
     }
 }
 
@@ -110,6 +185,30 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_client_holds_at_most_its_share_while_it_holds_anything_else() {
+        let budget = MemoryBudget::with_client_share(1000, Duration::ZERO, 50);
+        let mut first = budget.empty_for("noisy");
+        budget.grow(&mut first, 400).await.unwrap();
+        let mut second = budget.empty_for("noisy");
+        assert_eq!(
+            budget.grow(&mut second, 200).await,
+            Err(BudgetError::ClientShare { share: 500 })
+        );
+        // Another client is not held back by it.
+        let mut other = budget.empty_for("quiet");
+        budget.grow(&mut other, 400).await.unwrap();
+        // Alone, a request may use more than the share; the counts follow shrinks and drops.
+        drop(first);
+        budget.grow(&mut second, 600).await.unwrap();
+        second.shrink_to(100);
+        let mut third = budget.empty_for("noisy");
+        budget.grow(&mut third, 300).await.unwrap();
+        drop((second, third, other));
+        assert_eq!(budget.available(), 1000);
+        assert!(budget.per_client.lock().unwrap().is_empty());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn reservations_wait_briefly_for_room_then_give_up() {

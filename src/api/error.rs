@@ -81,6 +81,14 @@ pub enum ApiError {
     LargerThanMemoryBudget { total: usize },
     #[error("the gateway holds as many item bytes as its memory budget allows; try again shortly")]
     OverCapacity,
+    #[error("this client already holds its share of the gateway's memory budget ({share} bytes, MAILBOX_GATEWAY_CLIENT_BUDGET_SHARE); try again when its other uploads are done")]
+    ClientOverCapacity { share: usize },
+    #[error("the upload was slower than {min_rate} bytes per second ({received} bytes in {} seconds) and was cut off (MAILBOX_GATEWAY_MIN_UPLOAD_BYTES_PER_SEC)", after.as_secs())]
+    UploadTooSlow {
+        min_rate: u64,
+        received: usize,
+        after: Duration,
+    },
     #[error("the body is not a well-formed item stream, {0}")]
     InvalidItemStream(StreamError),
     #[error("the body is base64 text, not an item stream's bytes ({0}): decode it first (base64 -d), or send it as Data to the importItem JSON route")]
@@ -192,7 +200,7 @@ impl ApiError {
             ApiError::UnreadableBody(_) => {
                 (S::BAD_REQUEST, "unreadable_body", "Unreadable request body")
             }
-            ApiError::RequestTimeout { .. } => {
+            ApiError::RequestTimeout { .. } | ApiError::UploadTooSlow { .. } => {
                 (S::REQUEST_TIMEOUT, "request_timeout", "Upload too slow")
             }
             ApiError::InvalidIdempotencyKey => (
@@ -243,7 +251,9 @@ impl ApiError {
             ApiError::LargerThanMemoryBudget { .. } => {
                 (S::PAYLOAD_TOO_LARGE, "item_too_large", "Item too large")
             }
-            ApiError::OverCapacity => (S::SERVICE_UNAVAILABLE, "over_capacity", "Over capacity"),
+            ApiError::OverCapacity | ApiError::ClientOverCapacity { .. } => {
+                (S::SERVICE_UNAVAILABLE, "over_capacity", "Over capacity")
+            }
             ApiError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Not authenticated"),
             ApiError::Forbidden { .. } => (S::FORBIDDEN, "forbidden", "Not allowed"),
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
@@ -386,7 +396,9 @@ impl IntoResponse for ApiError {
                 }
             }
             ApiError::NotReady(_) => retry_after = Some(DEFAULT_RETRY_AFTER),
-            ApiError::OverCapacity => retry_after = Some(OVER_CAPACITY_RETRY_AFTER),
+            ApiError::OverCapacity | ApiError::ClientOverCapacity { .. } => {
+                retry_after = Some(OVER_CAPACITY_RETRY_AFTER)
+            }
             ApiError::IdempotencyKeyInFlight => retry_after = Some(IN_FLIGHT_RETRY_AFTER),
             ApiError::IdempotencyKeysExhausted => retry_after = Some(KEYS_EXHAUSTED_RETRY_AFTER),
             ApiError::SharedStateUnavailable(_) => retry_after = Some(DEFAULT_RETRY_AFTER),

@@ -9,7 +9,10 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use super::ApiError;
+use tokio::time::Instant;
+
 use crate::budget::{BudgetError, MemoryBudget, Reservation};
+use crate::config::UPLOAD_RATE_GRACE;
 use crate::ids::check_exchange_id;
 
 /// The request header carrying an idempotency key (IETF httpapi draft).
@@ -32,6 +35,10 @@ pub fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Resu
     }
 }
 
+/// Announced bodies up to this size are reserved whole before reading; larger ones as they arrive, so a
+/// client that announces much and sends little holds little.
+const RESERVE_UPFRONT_BYTES: u64 = 1024 * 1024;
+
 /// How much a body may be, and how long it may pause.
 pub struct BodyLimits<'a> {
     /// Largest body accepted.
@@ -42,6 +49,10 @@ pub struct BodyLimits<'a> {
     pub idle: Duration,
     /// The memory budget the body's bytes are reserved from.
     pub budget: &'a MemoryBudget,
+    /// Whose bytes they are, for the client's share of the budget.
+    pub client: &'a str,
+    /// Slowest upload accepted once [`UPLOAD_RATE_GRACE`] has passed, in bytes per second; 0 is off.
+    pub min_rate: u64,
 }
 
 /// Reads at most `limit` bytes, reserving them from the memory budget first (all at once when the size is
@@ -57,6 +68,8 @@ pub async fn read_body(
         item_limit,
         idle,
         budget,
+        client,
+        min_rate,
     } = limits;
     let too_large = || ApiError::ItemTooLarge { limit: item_limit };
     let declared = headers
@@ -67,14 +80,42 @@ pub async fn read_body(
         return Err(too_large());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut reservation = budget.empty();
-    if let Some(declared) = declared {
+    // Larger than the whole budget: it could never fit, so it is refused before a byte is read.
+    if declared.is_some_and(|len| len > budget.total() as u64) {
+        return Err(ApiError::LargerThanMemoryBudget {
+            total: budget.total(),
+        });
+    }
+    let mut reservation = budget.empty_for(client);
+    let upfront = declared.filter(|len| *len <= RESERVE_UPFRONT_BYTES);
+    if let Some(declared) = upfront {
         reserve(budget, &mut reservation, declared as usize).await?;
     }
-    // One buffer of the announced size, so a large item is not copied as it grows.
+    // One buffer of the announced size, so a large item is not copied as it grows. Its pages are not
+    // touched (and so not resident) until the bytes arrive, which is when they are reserved.
     let mut buffer = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
+    let started = Instant::now();
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        // The next piece must come within the pause limit, and soon enough to keep the upload above
+        // the minimum rate once its grace period is over.
+        let mut wait = idle;
+        let mut rate_bound = false;
+        if min_rate > 0 {
+            let needed = (buffer.len() as u64 + 1).div_ceil(min_rate);
+            let due = started + UPLOAD_RATE_GRACE.max(Duration::from_secs(needed));
+            let left = due.saturating_duration_since(Instant::now());
+            if left < wait {
+                (wait, rate_bound) = (left, true);
+            }
+        }
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) if rate_bound => {
+                return Err(ApiError::UploadTooSlow {
+                    min_rate,
+                    received: buffer.len(),
+                    after: started.elapsed(),
+                })
+            }
             Err(_) => return Err(ApiError::RequestTimeout { idle }),
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(ApiError::UnreadableBody(e.to_string())),
@@ -84,7 +125,7 @@ pub async fn read_body(
             if buffer.len() + data.len() > limit {
                 return Err(too_large());
             }
-            if declared.is_none() {
+            if upfront.is_none() {
                 reserve(budget, &mut reservation, data.len()).await?;
             }
             buffer.extend_from_slice(&data);
@@ -105,6 +146,7 @@ pub async fn reserve(
         .map_err(|error| match error {
             BudgetError::LargerThanBudget { total } => ApiError::LargerThanMemoryBudget { total },
             BudgetError::Full => ApiError::OverCapacity,
+            BudgetError::ClientShare { share } => ApiError::ClientOverCapacity { share },
         })
 }
 

@@ -88,7 +88,7 @@ pub async fn create_item(
     let folder = FolderRef::parse(&folder).map_err(ApiError::InvalidFolder)?;
     authorize(&state, &client, &mailbox, Operation::Create)?;
     let key = idempotency_key(&headers)?;
-    let (data, reserved) = read_item_stream(&state, &headers, body).await?;
+    let (data, reserved) = read_item_stream(&state, &client, &headers, body).await?;
     let command = ImportCommand {
         client,
         route: Route::Create,
@@ -117,7 +117,7 @@ pub async fn update_item(
     authorize(&state, &client, &mailbox, Operation::Update)?;
     let change_key = if_match_change_key(&headers)?;
     let key = idempotency_key(&headers)?;
-    let (data, reserved) = read_item_stream(&state, &headers, body).await?;
+    let (data, reserved) = read_item_stream(&state, &client, &headers, body).await?;
     let command = ImportCommand {
         client,
         route: Route::Update,
@@ -175,6 +175,8 @@ pub async fn import_item_json(
             item_limit: state.max_item_bytes,
             idle: state.client_body_timeout,
             budget: &state.budget,
+            client: &client.name,
+            min_rate: state.min_upload_bytes_per_sec,
         },
     )
     .await?;
@@ -336,6 +338,7 @@ impl ImportCommand {
 /// Checks the content type, reads the body within the size, pace and memory limits, and walks its frames.
 async fn read_item_stream(
     state: &AppState,
+    client: &Client,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Bytes, Reservation), ApiError> {
@@ -348,6 +351,8 @@ async fn read_item_stream(
             item_limit: state.max_item_bytes,
             idle: state.client_body_timeout,
             budget: &state.budget,
+            client: &client.name,
+            min_rate: state.min_upload_bytes_per_sec,
         },
     )
     .await?;

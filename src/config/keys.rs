@@ -65,6 +65,10 @@ pub const SHUTDOWN_GRACE_SECS: &str = "MAILBOX_GATEWAY_SHUTDOWN_GRACE_SECS";
 pub const MAX_CONNECTIONS: &str = "MAILBOX_GATEWAY_MAX_CONNECTIONS";
 /// Time a client has to send its request headers.
 pub const HEADER_READ_TIMEOUT_SECS: &str = "MAILBOX_GATEWAY_HEADER_READ_TIMEOUT_SECS";
+/// Percent of the memory budget one client may hold while it holds anything else.
+pub const CLIENT_BUDGET_SHARE: &str = "MAILBOX_GATEWAY_CLIENT_BUDGET_SHARE";
+/// Slowest upload accepted after the first 10 seconds, in bytes per second.
+pub const MIN_UPLOAD_BYTES_PER_SEC: &str = "MAILBOX_GATEWAY_MIN_UPLOAD_BYTES_PER_SEC";
 /// Time a connection may stay open with no request in progress.
 pub const IDLE_TIMEOUT_SECS: &str = "MAILBOX_GATEWAY_IDLE_TIMEOUT_SECS";
 /// Threads serving client connections.
@@ -134,6 +138,14 @@ pub const KEYS: &[(&str, &str)] = &[
     (SHUTDOWN_GRACE_SECS, "time to finish in-flight imports on shutdown"),
     (MAX_CONNECTIONS, "open client connections at most"),
     (HEADER_READ_TIMEOUT_SECS, "time a client has to send its request headers"),
+    (
+        CLIENT_BUDGET_SHARE,
+        "percent of the memory budget one client may hold",
+    ),
+    (
+        MIN_UPLOAD_BYTES_PER_SEC,
+        "slowest upload accepted after its first 10 seconds (0 = off)",
+    ),
     (
         IDLE_TIMEOUT_SECS,
         "time a connection may stay open with no request in progress",

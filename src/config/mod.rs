@@ -48,6 +48,10 @@ pub const DEFAULT_MEMORY_WAIT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MEMORY_BUDGET: u64 = 512 * 1024 * 1024;
 /// Default time given to in-flight imports after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default slowest upload accepted after its grace period: a 56k modem is faster.
+pub const DEFAULT_MIN_UPLOAD_BYTES_PER_SEC: u64 = 10 * 1024;
+/// How long an upload may be slower than the minimum rate before it counts.
+pub const UPLOAD_RATE_GRACE: Duration = Duration::from_secs(10);
 /// Default largest item accepted: Exchange Online's own message size limit.
 pub const DEFAULT_MAX_ITEM_BYTES: u64 = 150 * 1024 * 1024;
 
@@ -64,6 +68,10 @@ pub struct Config {
     pub memory_budget: u64,
     /// Longest wait for room in the memory budget before `503 over_capacity`.
     pub memory_wait: Duration,
+    /// Percent of the memory budget one client may hold while it holds anything else.
+    pub client_budget_share: u8,
+    /// Slowest upload accepted after its first [`UPLOAD_RATE_GRACE`], in bytes per second; 0 is off.
+    pub min_upload_bytes_per_sec: u64,
     /// Whether audit lines carry the item's SHA-256.
     pub audit_digest: bool,
     /// Upstream and client timeouts.
@@ -236,6 +244,20 @@ impl Config {
         Ok(Config {
             memory_budget,
             memory_wait: secs(keys::MEMORY_WAIT_SECS, DEFAULT_MEMORY_WAIT)?,
+            client_budget_share: parse_or(sources, keys::CLIENT_BUDGET_SHARE, "50", |v| {
+                v.parse::<u8>()
+                    .ok()
+                    .filter(|share| (1..=100).contains(share))
+                    .ok_or_else(|| "must be a whole percentage from 1 to 100".to_owned())
+            })?,
+            min_upload_bytes_per_sec: match sources.get(keys::MIN_UPLOAD_BYTES_PER_SEC) {
+                Some("0") => 0,
+                _ => positive(
+                    sources,
+                    keys::MIN_UPLOAD_BYTES_PER_SEC,
+                    DEFAULT_MIN_UPLOAD_BYTES_PER_SEC,
+                )?,
+            },
             audit_digest: parse_or(sources, keys::AUDIT_DIGEST, "sha256", |v| match v {
                 "sha256" => Ok(true),
                 "off" => Ok(false),
@@ -266,6 +288,8 @@ impl Config {
             max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             memory_wait: DEFAULT_MEMORY_WAIT,
+            client_budget_share: 50,
+            min_upload_bytes_per_sec: DEFAULT_MIN_UPLOAD_BYTES_PER_SEC,
             audit_digest: true,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
