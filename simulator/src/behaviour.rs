@@ -45,7 +45,7 @@ use super::Counters;
 /// How the simulator misbehaves at random and which of Exchange Online's limits it enforces.
 ///
 /// The default is well-behaved except for the concurrency limit, which is enforced like the real
-/// service's (upstream.md section 5: 4 concurrent requests per app and mailbox). As JSON, missing
+/// service's (docs/upstream.md section 5: 4 concurrent requests per app and mailbox). As JSON, missing
 /// fields take their defaults, unknown fields are refused, and `null` means `None` (so
 /// `"max_concurrent_per_mailbox": null` lifts the limit, while leaving the field out keeps 4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,7 +101,7 @@ impl Default for Behaviour {
     }
 }
 
-/// Outlook's documented limit of concurrent requests per app and mailbox (upstream.md section 5).
+/// Outlook's documented limit of concurrent requests per app and mailbox (docs/upstream.md section 5).
 const DOCUMENTED_CONCURRENCY_LIMIT: usize = 4;
 
 /// The `Retry-After` of an over-concurrency 429: a slot frees up as soon as any request finishes.
@@ -391,6 +391,7 @@ pub(crate) async fn govern(State(gate): State<Gate>, request: Request, next: Nex
                 Some(HeaderValue::from(retry_after)),
                 message,
                 request,
+                gate.shared.clock.wall(),
             )
             .await
         }

@@ -21,6 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt as _};
 use http_body_util::BodyExt as _;
 
@@ -76,7 +77,7 @@ pub enum Fault {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ScriptedFault;
 
-/// The documented over-concurrency text of Outlook throttling (upstream.md, section 5).
+/// The over-concurrency text of Outlook throttling, as reported by users (docs/upstream.md, section 5).
 const MAILBOX_CONCURRENCY: &str = "Application is over its MailboxConcurrency limit.";
 
 /// `ThrottledUntil` dates further out than this could leave IMF-fixdate's four-digit years.
@@ -224,12 +225,14 @@ pub(crate) async fn intercept(
                 retry_after,
                 None,
                 request,
+                point.shared.clock.wall(),
             )
             .await
         }
         Some(Fault::ThrottledUntil { secs }) => {
-            // An HTTP-date is wall-clock time, so it comes from the system clock, not tokio's.
-            let until = chrono::Utc::now() + chrono::Duration::seconds(secs as i64);
+            // An HTTP-date is wall-clock time, so it comes from `Clock::wall`, not tokio's clock.
+            let now = point.shared.clock.wall();
+            let until = now + chrono::Duration::seconds(secs as i64);
             let date = until.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
             let retry_after = HeaderValue::from_str(&date).expect("a date is a valid header value");
             refuse(
@@ -239,6 +242,7 @@ pub(crate) async fn intercept(
                 Some(retry_after),
                 None,
                 request,
+                now,
             )
             .await
         }
@@ -258,7 +262,8 @@ pub(crate) async fn intercept(
 }
 
 /// Answers `status` in the endpoint's own error shape, without handling the request. `message`
-/// replaces the default one (for 429 the documented MailboxConcurrency text).
+/// replaces the default one (for 429 the documented MailboxConcurrency text); `now`, by the
+/// simulator's clock, is the time the error body carries.
 pub(crate) async fn refuse(
     target: FaultTarget,
     status: StatusCode,
@@ -266,6 +271,7 @@ pub(crate) async fn refuse(
     retry_after: Option<HeaderValue>,
     message: Option<&str>,
     request: Request,
+    now: DateTime<Utc>,
 ) -> Response {
     let (parts, body) = request.into_parts();
     // Read the body to its end, as a server that refuses after receiving the request does: closing a
@@ -291,11 +297,12 @@ pub(crate) async fn refuse(
                 aadsts,
                 description,
                 &parts.headers,
+                now,
             )
         }
         FaultTarget::Graph => {
             let code = code.map_or_else(|| graph_code(status), str::to_owned);
-            let mut response = graph::GraphContext::new(&request_id, &parts.headers)
+            let mut response = graph::GraphContext::new(&request_id, &parts.headers, now)
                 .error(status, code, message)
                 .into_response();
             // Graph echoes the caller's client-request-id on every answer.

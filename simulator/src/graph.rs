@@ -13,8 +13,10 @@ use axum::{Extension, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
+use tokio::time::Instant;
 
 use super::state::{Folder, Inner, Mailbox, Shared, TokenProblem};
 use super::RequestId;
@@ -72,21 +74,28 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .layer(middleware::from_fn_with_state(shared, authenticate))
 }
 
-/// The ids a Graph error repeats in its `innerError`.
+/// The ids and the date a Graph error repeats in its `innerError`.
 #[derive(Clone, Debug)]
 pub(crate) struct GraphContext {
     request_id: String,
     client_request_id: Option<String>,
+    /// When the request arrived, by the simulator's clock.
+    date: DateTime<Utc>,
 }
 
 impl GraphContext {
-    pub(crate) fn new(request_id: &RequestId, headers: &HeaderMap) -> GraphContext {
+    pub(crate) fn new(
+        request_id: &RequestId,
+        headers: &HeaderMap,
+        date: DateTime<Utc>,
+    ) -> GraphContext {
         GraphContext {
             request_id: request_id.0.clone(),
             client_request_id: headers
                 .get("client-request-id")
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned),
+            date,
         }
     }
 
@@ -127,7 +136,7 @@ impl IntoResponse for GraphError {
                 "code": self.code,
                 "message": self.message,
                 "innerError": {
-                    "date": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    "date": self.context.date.format("%Y-%m-%dT%H:%M:%S").to_string(),
                     "request-id": self.context.request_id,
                     "client-request-id": client_request_id,
                 }
@@ -144,12 +153,13 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let context = GraphContext::new(&request_id, request.headers());
+    let context = GraphContext::new(&request_id, request.headers(), shared.clock.wall());
     let echo = request.headers().get("client-request-id").cloned();
+    let now = shared.clock.now();
     let verdict = {
         let mut inner = shared.lock();
         inner.counters.graph_requests += 1;
-        check_bearer(&mut inner, request.headers())
+        check_bearer(&mut inner, request.headers(), now)
     };
     let mut response = match verdict {
         Ok(()) => {
@@ -176,9 +186,9 @@ async fn authenticate(
     response
 }
 
-/// Accepts `Authorization: Bearer <token>` naming a token we issued that is neither expired nor
-/// revoked; otherwise returns Graph's message for the failure.
-fn check_bearer(inner: &mut Inner, headers: &HeaderMap) -> Result<(), &'static str> {
+/// Accepts `Authorization: Bearer <token>` naming a token we issued that is neither expired at `now`
+/// nor revoked; otherwise returns Graph's message for the failure.
+fn check_bearer(inner: &mut Inner, headers: &HeaderMap, now: Instant) -> Result<(), &'static str> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -187,7 +197,7 @@ fn check_bearer(inner: &mut Inner, headers: &HeaderMap) -> Result<(), &'static s
         .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty())
         .ok_or("Access token is empty.")?;
-    match inner.token_is_valid(token) {
+    match inner.token_is_valid(token, now) {
         Ok(()) => Ok(()),
         Err(TokenProblem::Expired) => Err("Lifetime validation failed, the token is expired."),
         Err(TokenProblem::Unknown) => Err("Access token validation failure."),
@@ -230,14 +240,14 @@ async fn create_import_session(
     body: Bytes,
 ) -> GraphResult {
     check_no_parameters(&context, &body, "createImportSession")?;
+    let (now, wall) = (shared.clock.now(), shared.clock.wall());
     let mut inner = shared.lock();
     if inner.mailbox(&mailbox_id).is_none() {
         return Err(unknown_mailbox(&context, &mailbox_id));
     }
-    let (authtoken, lifetime) = inner.create_session(&mailbox_id);
+    let (authtoken, lifetime) = inner.create_session(&mailbox_id, now);
     drop(inner);
-    let expires =
-        chrono::Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+    let expires = wall + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
     let body = json!({
         "@odata.context": format!("{}/$metadata#microsoft.graph.mailboxItemImportSession", shared.graph_url()),
         // The mailbox id goes into the URL raw, as in the documentation's example.
@@ -525,11 +535,12 @@ fn unknown_mailbox(context: &GraphContext, mailbox_id: &str) -> GraphError {
 
 /// Fallback for any path no route matches (inside `/v1.0` and on the rest of the origin).
 pub(crate) async fn unknown_resource(
+    State(shared): State<Arc<Shared>>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     uri: Uri,
 ) -> GraphError {
-    GraphContext::new(&request_id, &headers).error(
+    GraphContext::new(&request_id, &headers, shared.clock.wall()).error(
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
         format!(
@@ -541,11 +552,12 @@ pub(crate) async fn unknown_resource(
 
 /// Fallback for a known path with the wrong method.
 pub(crate) async fn method_not_allowed(
+    State(shared): State<Arc<Shared>>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     method: Method,
 ) -> GraphError {
-    GraphContext::new(&request_id, &headers).error(
+    GraphContext::new(&request_id, &headers, shared.clock.wall()).error(
         StatusCode::METHOD_NOT_ALLOWED,
         "Request_BadRequest",
         format!("Specified HTTP method '{method}' is not allowed for the request target."),

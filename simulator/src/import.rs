@@ -107,6 +107,7 @@ fn import(
     body: &[u8],
 ) -> Result<Response, ImportError> {
     // Authenticate first, as the service does; the authtoken never appears in a message.
+    let now = shared.clock.now();
     let (mailbox_id, sink) = {
         let mut inner = shared.lock();
         inner.counters.import_requests += 1;
@@ -115,7 +116,7 @@ fn import(
             .and_then(|rest| rest.strip_suffix("')"))
             .map(str::to_owned);
         let authtoken = single_authtoken(query.unwrap_or(""));
-        let session_mailbox = authtoken.and_then(|token| inner.session_mailbox(&token));
+        let session_mailbox = authtoken.and_then(|token| inner.session_mailbox(&token, now));
         match (mailbox_id, session_mailbox) {
             (Some(mailbox_id), Some(session_mailbox)) if mailbox_id == session_mailbox => {
                 (mailbox_id, inner.config.behaviour.sink)

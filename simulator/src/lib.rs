@@ -5,9 +5,10 @@
 //! crate's `graph`, `auth` or `fts` modules, and where the documentation is silent it is at least as
 //! strict as the real service. One origin (`http://127.0.0.1:PORT`) serves:
 //!
-//! - `POST /{tenant}/oauth2/v2.0/token` (login.microsoftonline.com, [`login`]),
-//! - `/v1.0/...` (graph.microsoft.com, [`graph`]),
-//! - `POST /api/gv1.0/Mailboxes('{id}')/importItem?authtoken=...` (outlook.office365.com, [`import`]).
+//! - `POST /{tenant}/oauth2/v2.0/token` (login.microsoftonline.com, module `login`),
+//! - `/v1.0/...` (graph.microsoft.com, module `graph`),
+//! - `POST /api/gv1.0/Mailboxes('{id}')/importItem?authtoken=...` (outlook.office365.com, module
+//!   `import`).
 //!
 //! Tests drive it over real sockets, inspect its state through [`Simulator`]'s methods, and script
 //! faults (throttling, outages, slow or dropped answers) with [`Simulator::inject`] (module `faults`).
@@ -24,9 +25,15 @@
 //!
 //! For benchmarks, `Behaviour::sink` turns importItem into a sink: it checks everything as usual but
 //! keeps only a digest of each item.
+//!
+//! Time is under the test's control (module `clock`): expiries run on tokio's clock, so pausing and
+//! advancing it (`tokio::time::pause`, `tokio::time::advance`) moves the simulator with a client in
+//! the same runtime, and [`Simulator::advance`] moves the simulator's clock alone (expiries and the
+//! dates it writes), for tokens and sessions that expire without a test waiting for them.
 
 mod admin;
 mod behaviour;
+mod clock;
 mod faults;
 mod graph;
 mod import;
@@ -305,6 +312,20 @@ impl Simulator {
     /// stays. Requests already in flight keep their slots, whatever the new limit.
     pub fn set_behaviour(&self, behaviour: Behaviour) -> Result<(), String> {
         behaviour::set(&mut self.shared.lock(), behaviour)
+    }
+
+    /// Moves the simulator's clock forward by `by`, as if that much time had passed for it alone:
+    /// tokens and import sessions expire as their lifetimes run out, client assertions are checked
+    /// against the later time, and the dates the simulator writes (`expirationDateTime`,
+    /// `Retry-After` dates, error timestamps) are that far ahead. Advances add up; the clock never
+    /// goes back.
+    ///
+    /// It does not shorten waits already under way or to come (`Behaviour::latency_ms`,
+    /// `Fault::Delay`), which sleep on tokio's timer, nor move a client's clock. To move a client in
+    /// the same runtime as well, pause and advance tokio's clock instead, which the simulator's
+    /// expiries follow too.
+    pub fn advance(&self, by: Duration) {
+        self.shared.clock.advance(by);
     }
 
     /// Invalidates every import session issued so far (importItem then answers 401).

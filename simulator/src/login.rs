@@ -12,6 +12,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{json, Value};
@@ -50,6 +51,7 @@ pub(crate) async fn token(
         .map(|host| format!("http://{host}"))
         .unwrap_or_else(|| shared.base_url.clone());
     let endpoint = format!("{host}/{tenant}/oauth2/v2.0/token");
+    let (now, wall) = (shared.clock.now(), shared.clock.wall());
     // Signature checks are CPU work only: nothing awaits while the lock is held.
     let mut inner = shared.lock();
     let outcome = check_request(
@@ -59,10 +61,11 @@ pub(crate) async fn token(
         &endpoint,
         &headers,
         &body,
+        wall.timestamp(),
     );
     let response = match outcome {
         Ok(()) => {
-            let access_token = inner.issue_token();
+            let access_token = inner.issue_token(now);
             let lifetime = inner.token_lifetime().as_secs();
             let body = json!({
                 "token_type": "Bearer",
@@ -83,7 +86,7 @@ pub(crate) async fn token(
         }
         Err(error) => {
             inner.counters.token_requests_rejected += 1;
-            error.into_response_for(&headers)
+            error.into_response_for(&headers, wall)
         }
     };
     drop(inner);
@@ -150,25 +153,27 @@ impl LoginError {
         )
     }
 
-    fn into_response_for(self, request_headers: &HeaderMap) -> Response {
+    fn into_response_for(self, request_headers: &HeaderMap, now: DateTime<Utc>) -> Response {
         error_response(
             self.status,
             self.error,
             self.code,
             &self.description,
             request_headers,
+            now,
         )
     }
 }
 
-/// Entra's error answer: `error` is the OAuth error code, `code` the AADSTS number. Also used for
-/// scripted faults, which may name any OAuth error.
+/// Entra's error answer: `error` is the OAuth error code, `code` the AADSTS number, `now` the time it
+/// carries. Also used for scripted faults, which may name any OAuth error.
 pub(crate) fn error_response(
     status: StatusCode,
     error: &str,
     code: u32,
     description: &str,
     request_headers: &HeaderMap,
+    now: DateTime<Utc>,
 ) -> Response {
     let trace_id = uuid::Uuid::new_v4().to_string();
     // Entra reuses the caller's client-request-id as the correlation id.
@@ -177,7 +182,7 @@ pub(crate) fn error_response(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let timestamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
+    let timestamp = now.format("%Y-%m-%d %H:%M:%SZ").to_string();
     let body = json!({
         "error": error,
         "error_description": format!(
@@ -203,6 +208,7 @@ pub(crate) fn error_response(
 }
 
 /// Validates a token request in the order Entra does: tenant, form, grant, client, scope, credential.
+/// `now` (Unix seconds) is the time assertions must be valid at.
 fn check_request(
     tenant_id: &str,
     app: &App,
@@ -210,6 +216,7 @@ fn check_request(
     endpoint: &str,
     headers: &HeaderMap,
     body: &[u8],
+    now: i64,
 ) -> Result<(), LoginError> {
     if !tenant.eq_ignore_ascii_case(tenant_id) {
         return Err(LoginError::invalid_request(
@@ -272,7 +279,7 @@ fn check_request(
                     format!("Invalid client_assertion_type '{assertion_type}'; expected '{JWT_BEARER}'."),
                 ));
             }
-            check_assertion(app, endpoint, assertion)
+            check_assertion(app, endpoint, assertion, now)
         }
         (Some(_), Some(_)) => Err(LoginError::invalid_request(
             90014,
@@ -311,14 +318,14 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
 }
 
 /// A certificate assertion names its certificate by thumbprint; anything else is a federated token.
-fn check_assertion(app: &App, endpoint: &str, assertion: &str) -> Result<(), LoginError> {
+fn check_assertion(app: &App, endpoint: &str, assertion: &str, now: i64) -> Result<(), LoginError> {
     let header = jsonwebtoken::decode_header(assertion).map_err(|error| {
         LoginError::malformed(format!("The client assertion cannot be decoded: {error}."))
     })?;
     if header.x5t.is_some() || header.x5t_s256.is_some() {
-        check_certificate_assertion(app, endpoint, &header, assertion)
+        check_certificate_assertion(app, endpoint, &header, assertion, now)
     } else {
-        check_federated_assertion(app, &header, assertion)
+        check_federated_assertion(app, &header, assertion, now)
     }
 }
 
@@ -327,6 +334,7 @@ fn check_certificate_assertion(
     endpoint: &str,
     header: &Header,
     assertion: &str,
+    now: i64,
 ) -> Result<(), LoginError> {
     if !matches!(header.alg, Algorithm::PS256 | Algorithm::RS256) {
         return Err(LoginError::invalid_client(
@@ -359,7 +367,6 @@ fn check_certificate_assertion(
     if string_claim(&claims, "jti")?.is_empty() {
         return Err(LoginError::malformed("The 'jti' claim is empty."));
     }
-    let now = chrono::Utc::now().timestamp();
     let exp = time_claim(&claims, "exp")?
         .ok_or_else(|| LoginError::malformed("The 'exp' claim is missing."))?;
     let nbf = time_claim(&claims, "nbf")?
@@ -420,6 +427,7 @@ fn check_federated_assertion(
     app: &App,
     header: &Header,
     assertion: &str,
+    now: i64,
 ) -> Result<(), LoginError> {
     // The issuer and subject pick the trusted key, so they are read before the signature is checked.
     let unverified = peek_claims(assertion)?;
@@ -450,7 +458,7 @@ fn check_federated_assertion(
     let exp = time_claim(&claims, "exp")?
         .ok_or_else(|| LoginError::malformed("The 'exp' claim is missing."))?;
     let nbf = time_claim(&claims, "nbf")?;
-    check_validity(chrono::Utc::now().timestamp(), exp, nbf)
+    check_validity(now, exp, nbf)
 }
 
 /// Verifies the signature only; claims are checked one by one afterwards so each failure gets its own
@@ -527,7 +535,8 @@ fn audiences(claims: &Value) -> Vec<&str> {
     }
 }
 
-/// JWT times are wall-clock Unix seconds, so they are compared with the system clock, not tokio's.
+/// JWT times are wall-clock Unix seconds, so `now` is the simulator's wall clock (`Clock::wall`), not
+/// tokio's.
 fn check_validity(now: i64, exp: i64, nbf: Option<i64>) -> Result<(), LoginError> {
     let show = |t: i64| {
         chrono::DateTime::from_timestamp(t, 0)

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::behaviour::Traffic;
+use super::clock::Clock;
 use super::faults::FaultQueue;
 use super::{Counters, SimulatorConfig, StoredItem, DEMO};
 
@@ -50,6 +51,8 @@ const STANDARD_FOLDERS: [(&str, &str); 17] = [
 pub(crate) struct Shared {
     /// `http://127.0.0.1:PORT`, the one origin that plays all three Microsoft hosts.
     pub base_url: String,
+    /// Every reading of the time, so that tests can move it (see module `clock`).
+    pub clock: Clock,
     inner: Mutex<Inner>,
 }
 
@@ -81,6 +84,7 @@ impl Shared {
         );
         Arc::new(Shared {
             base_url,
+            clock: Clock::default(),
             inner: Mutex::new(inner),
         })
     }
@@ -255,21 +259,22 @@ impl Inner {
             .map_or(self.config.session_lifetime, Duration::from_secs)
     }
 
-    /// Issues a Graph access token that expires after the current token lifetime.
-    pub fn issue_token(&mut self) -> String {
+    /// Issues a Graph access token that expires after the current token lifetime, counted from `now`.
+    pub fn issue_token(&mut self, now: Instant) -> String {
         let token = random_token();
-        let expires = Instant::now() + self.token_lifetime();
+        let expires = now + self.token_lifetime();
         self.tokens.insert(token.clone(), expires);
         self.issued_credentials.push(token.clone());
         self.counters.tokens_issued += 1;
         token
     }
 
-    /// Whether `token` was issued by us, is unrevoked and unexpired; expired tokens are forgotten.
-    pub fn token_is_valid(&mut self, token: &str) -> Result<(), TokenProblem> {
+    /// Whether `token` was issued by us, is unrevoked and unexpired at `now`; expired tokens are
+    /// forgotten.
+    pub fn token_is_valid(&mut self, token: &str, now: Instant) -> Result<(), TokenProblem> {
         match self.tokens.get(token) {
             None => Err(TokenProblem::Unknown),
-            Some(expires) if Instant::now() >= *expires => {
+            Some(expires) if now >= *expires => {
                 self.tokens.remove(token);
                 Err(TokenProblem::Expired)
             }
@@ -277,15 +282,16 @@ impl Inner {
         }
     }
 
-    /// Opens an import session on `mailbox_id`; returns its authtoken and lifetime.
-    pub fn create_session(&mut self, mailbox_id: &str) -> (String, Duration) {
+    /// Opens an import session on `mailbox_id` that expires after the current session lifetime,
+    /// counted from `now`; returns its authtoken and lifetime.
+    pub fn create_session(&mut self, mailbox_id: &str, now: Instant) -> (String, Duration) {
         let authtoken = random_token();
         let lifetime = self.session_lifetime();
         self.sessions.insert(
             authtoken.clone(),
             Session {
                 mailbox_id: mailbox_id.to_owned(),
-                expires: Instant::now() + lifetime,
+                expires: now + lifetime,
             },
         );
         self.issued_credentials.push(authtoken.clone());
@@ -293,10 +299,11 @@ impl Inner {
         (authtoken, lifetime)
     }
 
-    /// The mailbox an unexpired, unrevoked session belongs to; expired sessions are forgotten.
-    pub fn session_mailbox(&mut self, authtoken: &str) -> Option<String> {
+    /// The mailbox a session unexpired at `now` and unrevoked belongs to; expired sessions are
+    /// forgotten.
+    pub fn session_mailbox(&mut self, authtoken: &str, now: Instant) -> Option<String> {
         let session = self.sessions.get(authtoken)?;
-        if Instant::now() >= session.expires {
+        if now >= session.expires {
             self.sessions.remove(authtoken);
             return None;
         }

@@ -1,4 +1,4 @@
-//! Checks that an import's decoded `Data` is a well-formed item stream (upstream.md section 7).
+//! Checks that an import's decoded `Data` is a well-formed item stream (docs/upstream.md section 7).
 //!
 //! This is the simulator's own frame walker, written from the contract rather than borrowed from the
 //! crate's `fts` module, so that a misreading of the format on either side shows up as a failing test.
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn the_documentation_sample_is_rejected_as_truncated() {
         use base64::Engine as _;
-        // Rebuilt from upstream.md section 7: Config, IsInterfaceOk, TellPartnerVersion, then a
+        // Rebuilt from docs/upstream.md section 7: Config, IsInterfaceOk, TellPartnerVersion, then a
         // TransferBuffer declaring 31,680 bytes of which only 23 are present.
         let mut data = frame(1, &[0, 0, 0, 0, 1, 0, 0, 0]);
         data.extend(frame(3, &[0; 24]));

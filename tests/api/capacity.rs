@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{
     chunked, encode, json, problem, raw_chunked_upload, skip, spawn_app_with, until, AppOptions,
+    TestApp,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -241,4 +242,96 @@ async fn the_json_routes_copy_of_escaped_data_is_counted_in_the_budget() {
         ready["memoryBudget"]["availableBytes"], MIB,
         "everything given back"
     );
+}
+
+/// Sends the headers of an upload announcing `length` bytes, then one byte a second, and returns the
+/// status the gateway answers with and when.
+async fn trickle(app: &TestApp, key: &str, length: usize) -> (u16, std::time::Duration) {
+    use tokio::io::AsyncReadExt;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let path = format!(
+        "/v1/mailboxes/{}/folders/inbox/items",
+        encode(DEMO.mailbox_id)
+    );
+    stream
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\n\
+                 Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let write = async move {
+        for _ in 0..length {
+            if writer.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    };
+    let read = async {
+        let mut head = [0; 12];
+        reader.read_exact(&mut head).await.unwrap();
+        let status = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
+        (status, started.elapsed())
+    };
+    tokio::select! {
+        answer = read => answer,
+        () = write => panic!("the whole body went in without an answer"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_trickling_uploads_neither_starves_others_nor_holds_on_for_ever() {
+    use mailbox_gateway::access::{parse_rules, AccessConfig, AuthConfig};
+    use sha2::{Digest, Sha256};
+    let digest = |key: &str| -> [u8; 32] { Sha256::digest(key.as_bytes()).into() };
+    let app = spawn_app_with(AppOptions {
+        access: AccessConfig {
+            auth: AuthConfig::ApiKeys(vec![
+                ("noisy".into(), digest("noisy-key-0123456789")),
+                ("quiet".into(), digest("quiet-key-0123456789")),
+            ]),
+            rules: parse_rules(&format!(
+                r#"[{{"client": "noisy", "mailboxes": ["{0}"], "operations": ["create"]}},
+                    {{"client": "quiet", "mailboxes": ["{0}"], "operations": ["create"]}}]"#,
+                DEMO.mailbox_id
+            ))
+            .unwrap(),
+        },
+        max_item_bytes: 4 * MIB as u64,
+        memory_budget: 4 * MIB as u64,
+        memory_wait: Duration::from_secs(1),
+        ..AppOptions::default()
+    })
+    .await;
+    // Four uploads announcing 12 MiB in all, one byte a second: before, the first reserved 3 MiB of the
+    // 4 MiB budget up front and the others waited for the rest, so every other client was refused.
+    let trickling = futures_util::future::join_all(
+        (0..4).map(|_| trickle(&app, "noisy-key-0123456789", 3 * MIB)),
+    );
+    let quiet = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let mut quiet = app.clone_client();
+        quiet.client = crate::helpers::client(Some("quiet-key-0123456789"), None);
+        quiet
+            .create(
+                DEMO.mailbox_id,
+                "inbox",
+                synthetic_item("quiet", 600 * 1024),
+            )
+            .await
+            .status()
+    };
+    let (trickled, quiet) = tokio::join!(trickling, quiet);
+    assert_eq!(quiet, 201, "another client's import goes on");
+    for (status, after) in trickled {
+        assert_eq!(status, 408, "a trickling upload is cut off");
+        assert!(after < std::time::Duration::from_secs(75), "{after:?}");
+    }
 }

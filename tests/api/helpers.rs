@@ -303,10 +303,45 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The gateway's metrics, as a scrape of `/metrics` reads them.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// Stops the gateway and waits for it to finish.
     pub async fn stop(mut self) -> Result<(), mailbox_gateway::app::StartError> {
         self.shutdown.take().unwrap().send(()).ok();
         self.server.take().unwrap().await.unwrap()
+    }
+}
+
+/// Lets `by` pass at once on the test's runtime, instead of sleeping through it (mini-redis pauses and
+/// advances its clock the same way): the simulator runs there, so its expiries and waits (a
+/// `Fault::Delay` under way, `Behaviour::latency_ms`) are over at once. The gateway is not moved: it
+/// serves requests on worker threads with runtimes of their own (`server::Workers`), whose clocks a
+/// test cannot pause, so its expiries, retries and timeouts keep real time.
+///
+/// The clock is paused only for the jump, because a paused clock also jumps ahead by itself whenever
+/// the runtime waits on a socket, which would end delays and fire timeouts early.
+pub async fn skip(by: std::time::Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+/// Waits until `ready` answers true, asking every few milliseconds, and fails naming `what` after ten
+/// seconds: the readiness signal of tests that must act while a request is in a known state.
+pub async fn until<F, Fut>(what: &str, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ready().await {
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
 

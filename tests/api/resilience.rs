@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use exchange_simulator::{Fault, FaultTarget, DEMO};
 use mailbox_gateway::config::{Pacing, Timeouts};
 
-use crate::helpers::{item, json, problem, spawn_app, spawn_app_with, AppOptions};
+use crate::helpers::{item, json, problem, skip, spawn_app, spawn_app_with, until, AppOptions};
 
 fn status(status: u16, retry_after: Option<u64>) -> Fault {
     Fault::Status {
@@ -95,14 +95,23 @@ async fn a_throttled_mailbox_holds_its_other_requests_while_other_mailboxes_carr
     app.simulator
         .inject(FaultTarget::Import, status(429, Some(2)), 1);
     let throttled = app.create(DEMO.mailbox_id, "inbox", item("first"));
+    // Both start once the gateway has the 429: it counts the answer as it arrives, holds the mailbox
+    // as soon as it has read the body, and a request needs far longer to reach the mailbox's queue.
+    let throttling_seen = || {
+        until("the gateway got its 429", || async {
+            app.metrics().await.contains(
+                r#"mailbox_gateway_upstream_requests_total{endpoint="import",status="429"} 1"#,
+            )
+        })
+    };
     let held = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        throttling_seen().await;
         let started = Instant::now();
         let response = app.create(DEMO.mailbox_id, "inbox", item("second")).await;
         (response.status(), started.elapsed())
     };
     let other = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        throttling_seen().await;
         let started = Instant::now();
         let response = app.create(&bob, "inbox", item("other")).await;
         (response.status(), started.elapsed())
@@ -146,8 +155,15 @@ async fn a_request_that_cannot_get_its_mailboxs_turn_in_time_gets_503_mailbox_bu
         .inject(FaultTarget::Import, Fault::Delay(Duration::from_secs(2)), 1);
     let slow = app.create(DEMO.mailbox_id, "inbox", item("slow"));
     let queued = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        app.create(DEMO.mailbox_id, "inbox", item("queued")).await
+        // The slow import holds the mailbox's one turn from before it reaches the simulator.
+        until("the slow import reached the simulator", || async {
+            app.counters().faults_injected == 1
+        })
+        .await;
+        let queued = app.create(DEMO.mailbox_id, "inbox", item("queued")).await;
+        // Refused: the simulator need not keep the slow import waiting any longer.
+        skip(Duration::from_secs(2)).await;
+        queued
     };
     let (slow, queued) = tokio::join!(slow, queued);
     assert_eq!(slow.status(), 201);
@@ -216,10 +232,25 @@ async fn shutdown_lets_in_flight_imports_finish_and_answers_them() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stored: the simulator now waits out the delay before it answers.
+    until("the simulator stored the import", || async {
+        app.simulator.items(DEMO.mailbox_id).len() == 2
+    })
+    .await;
     let simulator = app.simulator.clone();
     let address = app.address.clone();
-    app.stop().await.unwrap();
+    let draining = async {
+        // Once the gateway refuses connections it is draining, and the import is what it waits for:
+        // the simulator need not keep it waiting any longer.
+        until("the gateway stopped accepting", || async {
+            let host = address.trim_start_matches("http://");
+            tokio::net::TcpStream::connect(host).await.is_err()
+        })
+        .await;
+        skip(Duration::from_secs(1)).await;
+    };
+    let (stopped, ()) = tokio::join!(app.stop(), draining);
+    stopped.unwrap();
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status(), 201);
     let created = json(response).await;

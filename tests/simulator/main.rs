@@ -1,0 +1,11 @@
+//! Drives the Exchange Online simulator over real sockets, as the gateway will; one file per concern.
+
+mod admin;
+mod behaviour;
+mod clock;
+mod faults;
+mod graph;
+mod helpers;
+mod import;
+mod stream;
+mod token;
