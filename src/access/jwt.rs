@@ -144,8 +144,18 @@ impl JwtVerifier {
 
     /// The client name carried by a valid `token`.
     pub async fn verify(&self, token: &str) -> Result<String, JwtError> {
+        check_header_extensions(token)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+        // An access token (`at+jwt`) or a plain JWT; anything else (a logout token, a JWE) is not one.
+        if let Some(typ) = &header.typ {
+            let typ = typ.to_ascii_lowercase();
+            if !matches!(typ.as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
+                return Err(JwtError::Malformed(format!(
+                    "typ {typ:?} is not a JWT access token"
+                )));
+            }
+        }
         let key = match &self.keys {
             Keys::Shared(key) if header.alg == Algorithm::HS256 => key.clone(),
             Keys::Shared(_) => return Err(JwtError::Algorithm(header.alg)),
@@ -249,6 +259,25 @@ impl JwtVerifier {
         *cache.write().expect("jwks cache poisoned") = keys;
         found.ok_or_else(|| JwtError::UnknownKey(kid.to_owned()))
     }
+}
+
+/// Refuses a token whose header names critical extensions (`crit`): the gateway understands none, and
+/// RFC 7515 section 4.1.11 says a token with one it does not understand must be refused.
+fn check_header_extensions(token: &str) -> Result<(), JwtError> {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap_or_default();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .map_err(|e| JwtError::Malformed(e.to_string()))?;
+    let fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|e| JwtError::Malformed(e.to_string()))?;
+    if fields.contains_key("crit") {
+        return Err(JwtError::Malformed(
+            "the header names critical extensions (crit), which the gateway does not understand"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A JWKS failure, keeping its cause as the source.

@@ -40,6 +40,8 @@ pub enum Unauthenticated {
     Missing,
     #[error("the API key matches no configured client")]
     UnknownKey,
+    #[error("more than one credential header was sent; which one counts would be a guess")]
+    Ambiguous,
     #[error(transparent)]
     Jwt(#[from] JwtError),
 }
@@ -79,6 +81,12 @@ impl Access {
 
     /// Who is calling, from `Authorization: Bearer ...` (or `X-Api-Key` in api-key mode).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Client, Unauthenticated> {
+        // Two Authorization headers, or two API keys, are refused rather than one of them chosen.
+        let credentials = headers.get_all(http::header::AUTHORIZATION).iter().count()
+            + headers.get_all(X_API_KEY).iter().count();
+        if credentials > 1 && !matches!(self.mode, Mode::Open) {
+            return Err(Unauthenticated::Ambiguous);
+        }
         let bearer = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

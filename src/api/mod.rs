@@ -214,11 +214,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     if state.is_shutting_down() {
         return Err(ApiError::NotReady("the gateway is shutting down".into()));
     }
-    state
-        .graph
-        .check_token()
-        .await
-        .map_err(|e| ApiError::NotReady(e.to_string()))?;
+    state.graph.check_token().await.map_err(|error| {
+        // The cause (which may name a credential file's path) is for the operator's log; the open
+        // probe says only which kind of trouble it is.
+        tracing::warn!(%error, "not ready: no app token can be had");
+        ApiError::NotReady(readiness_problem(&error))
+    })?;
     let shared_state = match &state.store {
         None => json!({ "store": "memory", "up": true }),
         Some(store) => json!({ "store": "redis", "up": store.is_up() }),
@@ -231,6 +232,21 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         },
         "sharedState": shared_state,
     })))
+}
+
+/// What the open `/readyz` says about a token failure: the AADSTS code when Entra ID refused the
+/// credential (it is what an operator looks up), never a file path or other detail of the configuration,
+/// which the log has.
+fn readiness_problem(error: &crate::auth::AuthError) -> String {
+    use crate::auth::AuthError;
+    match error {
+        AuthError::Rejected {
+            aadsts: Some(code), ..
+        } => format!("the token endpoint refused the app's credential ({code})"),
+        AuthError::Rejected { .. } => "the token endpoint refused the app's credential".into(),
+        AuthError::Unreachable(_) => "the token endpoint could not be reached".into(),
+        _ => "no app token can be had; the gateway's log says why".into(),
+    }
 }
 
 /// `GET /metrics`: counters, gauges and histograms in the Prometheus text format. Open like the health

@@ -379,6 +379,9 @@ mod tests {
             (keys::MAX_ITEM_BYTES, "lots"),
             (keys::MAX_ITEM_BYTES, "0"),
             (keys::GRAPH_URL, "ftp://graph"),
+            (keys::GRAPH_URL, "http://graph.example/v1.0"),
+            (keys::AZURE_AUTHORITY_HOST, "http://login.example"),
+            (keys::CLIENT_BUDGET_SHARE, "0"),
             (keys::IMPORT_HOSTS, "https://host/with/path"),
             (keys::IMPORT_HOSTS, " , "),
             (keys::UPSTREAM_TIMEOUT_SECS, "-1"),
@@ -457,6 +460,15 @@ mod tests {
             ),
             (
                 vec![(keys::AUTH, "jwt"), (keys::JWT_ISSUER, "i")],
+                keys::JWT_JWKS_URL,
+            ),
+            (
+                vec![
+                    (keys::AUTH, "jwt"),
+                    (keys::JWT_ISSUER, "i"),
+                    (keys::JWT_AUDIENCE, "a"),
+                    (keys::JWT_JWKS_URL, "http://idp.example/keys"),
+                ],
                 keys::JWT_JWKS_URL,
             ),
             (

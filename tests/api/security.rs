@@ -78,6 +78,21 @@ fn token(
     jsonwebtoken::encode(&header, &claims, key).unwrap()
 }
 
+/// A token with the standard claims under an arbitrary `header`, signed RS256 with `key`.
+fn signed_with_header(header: serde_json::Value, key: &EncodingKey) -> String {
+    use base64::Engine;
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": ISSUER, "aud": AUDIENCE, "azp": "appliance", "iat": now, "nbf": now, "exp": now + 600,
+    });
+    let encode = |value: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+    };
+    let message = format!("{}.{}", encode(&header), encode(&claims));
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, Algorithm::RS256).unwrap();
+    format!("{message}.{signature}")
+}
+
 fn rsa_key(name: &str) -> EncodingKey {
     EncodingKey::from_rsa_pem(&std::fs::read(fixture(name)).unwrap()).unwrap()
 }
@@ -244,6 +259,16 @@ async fn expired_wrong_audience_wrong_issuer_and_forged_jwts_are_401() {
         token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
             c.as_object_mut().unwrap().remove("azp");
         }),
+        // A header naming a critical extension the gateway does not understand (RFC 7515 4.1.11).
+        signed_with_header(
+            serde_json::json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp-ext"], "exp-ext": 1}),
+            &rsa,
+        ),
+        // Not an access token.
+        signed_with_header(
+            serde_json::json!({"alg": "RS256", "kid": "rsa-1", "typ": "logout+jwt"}),
+            &rsa,
+        ),
         // A client name that would forge a log line (issue 14, item 7).
         token(Algorithm::RS256, Some("rsa-1"), &rsa, |c| {
             c["azp"] = "appliance\nFAKE audit line".into()
@@ -743,4 +768,21 @@ async fn a_flood_of_made_up_kids_causes_at_most_a_few_jwks_reads_and_is_refused(
         201
     );
     assert!(app.counters().graph_requests > 0);
+}
+
+#[tokio::test]
+async fn two_credential_headers_are_refused_rather_than_one_chosen() {
+    let app = api_key_app(None).await;
+    let response = app
+        .client
+        .post(app.inbox_items_url(DEMO.mailbox_address))
+        .header("content-type", "application/octet-stream")
+        .header("authorization", "Bearer appliance-key-0123456789")
+        .header("x-api-key", "ops-key-0123456789")
+        .body(item("two"))
+        .send()
+        .await
+        .unwrap();
+    problem(response, 401, "unauthenticated").await;
+    assert_eq!(app.counters().graph_requests, 0);
 }
