@@ -22,5 +22,6 @@ mod ids;
 mod metrics;
 mod refresh;
 mod server;
+mod settings;
 mod store;
 mod tls;

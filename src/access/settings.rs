@@ -1,8 +1,8 @@
 //! Reads how clients authenticate and the rules of what each may touch, from the gateway's settings.
 //!
-//! It lives here, beside the code that uses it, and reads the settings through `config`'s [`Sources`]
-//! and key constants, so `config` depends on `access` for the type and `access` on `config`'s leaves
-//! (`keys`, `sources`) only: no import cycle between the files.
+//! It lives here, beside the code that uses it, and reads the settings through `crate::settings` (the
+//! keys and raw sources), which `config` builds on too: `config` depends on `access` for the type, and
+//! `access` not on `config` at all.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::config::{keys, parse_base_url, ConfigError, Sources};
+use crate::settings::{keys, parse_base_url, ConfigError, Sources};
 
 /// Client authentication and the rules of what each client may touch.
 #[derive(Clone, Debug, Default)]

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::keys;
-use super::sources::{positive, Sources};
-use super::ConfigError;
+use crate::settings::{keys, positive, ConfigError, Sources};
 
 /// Limits on client connections, against slow or greedy clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

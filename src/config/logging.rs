@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::keys;
-use super::sources::{parse_or, Sources};
-use super::ConfigError;
+use crate::settings::{keys, parse_or, ConfigError, Sources};
 
 /// How the debug log (stderr) is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,15 +5,14 @@
 //! names the setting at fault. Tests build these structs directly or pass their own key maps: nothing
 //! here reads the process environment except [`Sources::from_process`].
 //!
-//! One concern per file: [`keys`] names every setting, `sources` merges the file and the environment,
-//! `tenant` reads the Graph tenant and its credential, `limits` holds the typed limits and their
-//! defaults, `logging` where the two log streams go, and this file assembles the whole [`Config`]. Client authentication and rules are read by
-//! `crate::access::settings`, next to the code that uses them, through [`Sources`] and [`keys`].
+//! One concern per file: `tenant` reads the Graph tenant and its credential, `limits` holds the typed
+//! limits and their defaults, `logging` where the two log streams go, and this file assembles the whole
+//! [`Config`]. The keys ([`keys`]) and the raw sources ([`Sources`]) live in `crate::settings`, a leaf
+//! that `access` reads client authentication and rules through too, so `access` does not depend on
+//! `config`.
 
-pub mod keys;
 mod limits;
 mod logging;
-mod sources;
 mod tenant;
 
 use std::net::SocketAddr;
@@ -21,15 +20,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::access::{AccessConfig, AuthConfig, JwtConfig, JwtKeySource};
-pub use keys::KEYS;
+pub use crate::settings::keys::{self, KEYS};
+pub(crate) use crate::settings::{parse_or, positive};
+pub use crate::settings::{ConfigError, Sources};
 pub use limits::{
     ConnectionLimits, IdempotencySettings, Pacing, RetryPolicy, SharedStateConfig, Timeouts,
     TlsSettings, DEFAULT_REDIS_PREFIX, DEFAULT_SHARED_LEASE,
 };
 pub use logging::{AuditLogTarget, LogFormat, LoggingSettings};
-pub use sources::Sources;
-pub(crate) use sources::{parse_or, positive};
-pub(crate) use tenant::parse_base_url;
 pub use tenant::{CertificateAlgorithm, CredentialConfig, ImportHosts, TenantConfig};
 
 /// Default listen address: loopback only, so an unconfigured gateway is not reachable from outside.
@@ -92,32 +90,6 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// Who may call, and what each client may touch.
     pub access: AccessConfig,
-}
-
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A setting has a value that cannot be used.
-    #[error("invalid setting {key}: {problem}")]
-    Invalid { key: &'static str, problem: String },
-    /// No way to authenticate to Graph was configured.
-    #[error(
-        "no Graph credential configured: set AZURE_TENANT_ID, AZURE_CLIENT_ID and one of \
-         AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH or AZURE_FEDERATED_TOKEN_FILE \
-         (in the environment or the --config file), or run `serve --simulate` to use the built-in simulator"
-    )]
-    NoCredential,
-    /// Listening beyond loopback with nobody having to authenticate.
-    #[error(
-        "refusing to listen on {listen} without client authentication: set MAILBOX_GATEWAY_AUTH=api-key \
-         (with MAILBOX_GATEWAY_API_KEYS) or MAILBOX_GATEWAY_AUTH=jwt (with MAILBOX_GATEWAY_JWT_*), and \
-         MAILBOX_GATEWAY_ACCESS_RULES; or listen on 127.0.0.1; or, if something in front of the gateway \
-         authenticates clients, set MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED=true"
-    )]
-    Insecure { listen: SocketAddr },
-    /// The configuration file could not be read or parsed.
-    #[error("configuration file {path}: {problem}")]
-    File { path: PathBuf, problem: String },
 }
 
 impl Config {

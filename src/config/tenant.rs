@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use url::Url;
 
-use super::keys;
-use super::sources::{parse_or, Sources};
-use super::{ConfigError, DEFAULT_AUTHORITY_HOST, DEFAULT_GRAPH_URL, DEFAULT_IMPORT_HOSTS};
+use super::{DEFAULT_AUTHORITY_HOST, DEFAULT_GRAPH_URL, DEFAULT_IMPORT_HOSTS};
+use crate::settings::{keys, parse_base_url, parse_or, ConfigError, Sources};
 
 /// Everything specific to one tenant: who we are there and where its endpoints live.
 ///
@@ -158,28 +157,4 @@ fn is_directory_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
-/// Whether a URL's host is this machine.
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-pub(crate) fn parse_base_url(value: &str) -> Result<Url, String> {
-    let url = Url::parse(value.trim_end_matches('/')).map_err(|e| e.to_string())?;
-    if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
-        return Err("must be an http(s) URL without a query".into());
-    }
-    // Tokens and keys travel over these: plain HTTP only to this machine (the simulator, a local proxy).
-    if url.scheme() == "http" && !is_loopback(&url) {
-        return Err(
-            "must be https unless the host is loopback (127.0.0.1, ::1 or localhost)".into(),
-        );
-    }
-    Ok(url)
 }

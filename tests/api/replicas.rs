@@ -385,3 +385,42 @@ fn without_colours(line: &str) -> String {
     }
     plain
 }
+
+#[tokio::test]
+async fn the_upload_window_is_the_mailboxs_across_replicas() {
+    use mailbox_gateway::config::{Pacing, RetryPolicy};
+    use mailbox_gateway::fts::synthetic_item;
+    let options = AppOptions {
+        pacing: Pacing {
+            upload_bytes_per_5_min: 12 * 1024,
+            ..Pacing::default()
+        },
+        retry: RetryPolicy {
+            max_attempts: 5,
+            budget: Duration::from_secs(2),
+        },
+        ..AppOptions::default()
+    };
+    let (replicas, _redis) = spawn_replicas(2, options).await;
+    // 8 KiB through the first replica takes two thirds of the mailbox's 5-minute window...
+    let first = replicas[0]
+        .create(DEMO.mailbox_id, "inbox", synthetic_item("one", 8 * 1024))
+        .await;
+    assert_eq!(first.status(), 201);
+    // ...so 8 KiB more through the second does not fit before its budget runs out: the window is the
+    // mailbox's, not each replica's.
+    let second = replicas[1]
+        .create(DEMO.mailbox_id, "inbox", synthetic_item("two", 8 * 1024))
+        .await;
+    let retry_after: u64 = second.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        retry_after > 200,
+        "until the first upload leaves the window: {retry_after}"
+    );
+    problem(second, 503, "mailbox_busy").await;
+    assert_eq!(replicas[0].counters().import_requests, 1);
+}
