@@ -10,8 +10,8 @@ use mailbox_gateway::fts::synthetic_item;
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{
-    chunked, encode, json, problem, raw_chunked_upload, skip, spawn_app_with, until, AppOptions,
-    TestApp,
+    chunked, encode, json, noisy_and_quiet_clients, problem, raw_chunked_upload, skip,
+    spawn_app_with, until, AppOptions, TestApp, NOISY_KEY, QUIET_KEY,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -288,22 +288,8 @@ async fn trickle(app: &TestApp, key: &str, length: usize) -> (u16, std::time::Du
 
 #[tokio::test]
 async fn a_client_trickling_uploads_neither_starves_others_nor_holds_on_for_ever() {
-    use mailbox_gateway::access::{parse_rules, AccessConfig, AuthConfig};
-    use sha2::{Digest, Sha256};
-    let digest = |key: &str| -> [u8; 32] { Sha256::digest(key.as_bytes()).into() };
     let app = spawn_app_with(AppOptions {
-        access: AccessConfig {
-            auth: AuthConfig::ApiKeys(vec![
-                ("noisy".into(), digest("noisy-key-0123456789")),
-                ("quiet".into(), digest("quiet-key-0123456789")),
-            ]),
-            rules: parse_rules(&format!(
-                r#"[{{"client": "noisy", "mailboxes": ["{0}"], "operations": ["create"]}},
-                    {{"client": "quiet", "mailboxes": ["{0}"], "operations": ["create"]}}]"#,
-                DEMO.mailbox_id
-            ))
-            .unwrap(),
-        },
+        access: noisy_and_quiet_clients(),
         max_item_bytes: 4 * MIB as u64,
         memory_budget: 4 * MIB as u64,
         memory_wait: Duration::from_secs(1),
@@ -312,14 +298,11 @@ async fn a_client_trickling_uploads_neither_starves_others_nor_holds_on_for_ever
     .await;
     // Four uploads announcing 12 MiB in all, one byte a second: before, the first reserved 3 MiB of the
     // 4 MiB budget up front and the others waited for the rest, so every other client was refused.
-    let trickling = futures_util::future::join_all(
-        (0..4).map(|_| trickle(&app, "noisy-key-0123456789", 3 * MIB)),
-    );
+    let trickling =
+        futures_util::future::join_all((0..4).map(|_| trickle(&app, NOISY_KEY, 3 * MIB)));
     let quiet = async {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let mut quiet = app.clone_client();
-        quiet.client = crate::helpers::client(Some("quiet-key-0123456789"), None);
-        quiet
+        app.as_client(QUIET_KEY)
             .create(
                 DEMO.mailbox_id,
                 "inbox",

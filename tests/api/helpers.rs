@@ -224,6 +224,13 @@ impl TestApp {
         }
     }
 
+    /// A handle on the same gateway that authenticates with the API key `key`.
+    pub fn as_client(&self, key: &str) -> TestApp {
+        let mut handle = self.clone_client();
+        handle.client = client(Some(key), None);
+        handle
+    }
+
     /// Another handle on the same gateway, for a task of its own.
     pub fn clone_client(&self) -> TestApp {
         TestApp {
@@ -586,5 +593,29 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The API key of the `noisy` client of [`noisy_and_quiet_clients`].
+pub const NOISY_KEY: &str = "noisy-key-0123456789";
+/// The API key of the `quiet` client of [`noisy_and_quiet_clients`].
+pub const QUIET_KEY: &str = "quiet-key-0123456789";
+
+/// Two API-key clients, `noisy` and `quiet`, each allowed to create items in the demo mailbox: for the
+/// tests that show one client cannot harm another.
+pub fn noisy_and_quiet_clients() -> AccessConfig {
+    use sha2::{Digest, Sha256};
+    let digest = |key: &str| -> [u8; 32] { Sha256::digest(key.as_bytes()).into() };
+    AccessConfig {
+        auth: mailbox_gateway::access::AuthConfig::ApiKeys(vec![
+            ("noisy".into(), digest(NOISY_KEY)),
+            ("quiet".into(), digest(QUIET_KEY)),
+        ]),
+        rules: mailbox_gateway::access::parse_rules(&format!(
+            r#"[{{"client": "noisy", "mailboxes": ["{0}"], "operations": ["create"]}},
+                {{"client": "quiet", "mailboxes": ["{0}"], "operations": ["create"]}}]"#,
+            DEMO.mailbox_id
+        ))
+        .unwrap(),
     }
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use exchange_simulator::{Fault, FaultTarget, DEMO};
 
-use crate::helpers::{item, json, problem, spawn_app_with, AppOptions, Store, TestApp};
+use crate::helpers::{
+    item, json, noisy_and_quiet_clients, problem, spawn_app_with, AppOptions, Store, TestApp,
+    NOISY_KEY, QUIET_KEY,
+};
 
 async fn spawn_app_on(store: Store) -> TestApp {
     spawn_app_with(AppOptions {
@@ -200,23 +203,9 @@ async fn a_retry_that_outwaits_a_long_first_request_gets_409_in_flight_then_the_
 }
 
 async fn one_client_cannot_push_out_another_clients_keys(store: Store) {
-    use mailbox_gateway::access::{parse_rules, AccessConfig, AuthConfig};
-    use sha2::{Digest, Sha256};
-    let digest = |key: &str| -> [u8; 32] { Sha256::digest(key.as_bytes()).into() };
     let app = spawn_app_with(AppOptions {
         store,
-        access: AccessConfig {
-            auth: AuthConfig::ApiKeys(vec![
-                ("noisy".into(), digest("noisy-key-0123456789")),
-                ("quiet".into(), digest("quiet-key-0123456789")),
-            ]),
-            rules: parse_rules(&format!(
-                r#"[{{"client": "noisy", "mailboxes": ["{0}"], "operations": ["create"]}},
-                    {{"client": "quiet", "mailboxes": ["{0}"], "operations": ["create"]}}]"#,
-                DEMO.mailbox_id
-            ))
-            .unwrap(),
-        },
+        access: noisy_and_quiet_clients(),
         idempotency: mailbox_gateway::config::IdempotencySettings {
             capacity: 3,
             ..Default::default()
@@ -224,15 +213,7 @@ async fn one_client_cannot_push_out_another_clients_keys(store: Store) {
         ..AppOptions::default()
     })
     .await;
-    let as_client = |key: &str| {
-        let mut handle = app.clone_client();
-        handle.client = crate::helpers::client(Some(key), None);
-        handle
-    };
-    let (noisy, quiet) = (
-        as_client("noisy-key-0123456789"),
-        as_client("quiet-key-0123456789"),
-    );
+    let (noisy, quiet) = (app.as_client(NOISY_KEY), app.as_client(QUIET_KEY));
     let first = quiet.create_with_key("quiet-1", "quiet").await;
     assert_eq!(first.status(), 201);
     let first = json(first).await;

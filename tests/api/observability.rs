@@ -96,15 +96,7 @@ async fn graphs_request_id_is_returned_as_x_graph_request_id() {
 async fn made_up_methods_and_paths_add_no_metric_series() {
     let app = crate::helpers::spawn_app().await;
     let metrics_size = || async {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         (
             text.len(),
             text.lines()

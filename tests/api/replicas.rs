@@ -248,15 +248,7 @@ async fn when_the_store_dies_keyed_requests_get_503_unkeyed_ones_go_on_and_it_re
         ready["sharedState"],
         serde_json::json!({"store": "redis", "up": false})
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("mailbox_gateway_shared_state_up 0"),
         "{metrics}"
@@ -277,15 +269,7 @@ async fn when_the_store_dies_keyed_requests_get_503_unkeyed_ones_go_on_and_it_re
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     eprintln!("keyed imports worked again {recovered:?} after the store restarted");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("mailbox_gateway_shared_state_up 1"),
         "{metrics}"
