@@ -10,16 +10,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
+use super::query::{self, ListOptions};
 use super::state::{Folder, Inner, Mailbox, Shared, TokenProblem};
-use super::RequestId;
+use super::{export, items, RequestId};
 
 /// The content type Graph puts on its JSON answers; clients must not insist on a bare
 /// `application/json`.
@@ -27,26 +26,11 @@ const GRAPH_JSON: &str =
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
 /// What Graph percent-encodes in a path segment of its next links: `MBX:..@..` becomes `MBX%3A..%40..`.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// Largest `$top` accepted on the folder listing.
-const MAX_TOP: usize = 999;
-
-/// Properties of a `mailboxFolder`, the only names `$select` accepts.
-const FOLDER_PROPERTIES: [&str; 8] = [
-    "id",
-    "displayName",
-    "parentFolderId",
-    "parentMailboxUrl",
-    "childFolderCount",
-    "totalItemCount",
-    "type",
-    "wellKnownName",
-];
 
 /// The `/v1.0` routes, behind the bearer-token check.
 pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
@@ -68,9 +52,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             "/admin/exchange/mailboxes/{mailbox}/folders/{folder}/childFolders",
             get(list_child_folders),
         )
+        .route(
+            "/admin/exchange/mailboxes/{mailbox}/folders/{folder}/items",
+            get(items::list_items),
+        )
+        .route(
+            "/admin/exchange/mailboxes/{mailbox}/folders/{folder}/items/{item}",
+            get(items::get_item).delete(items::delete_item),
+        )
+        .route(
+            "/admin/exchange/mailboxes/{mailbox}/exportItems",
+            post(export::export_items),
+        )
         .fallback(unknown_resource)
         .method_not_allowed_fallback(method_not_allowed)
-        // Wraps the fallbacks too: every /v1.0 request is counted and must carry a valid token.
+        // Wraps the fallbacks too: every /v1.0 request must carry a valid token.
         .layer(middleware::from_fn_with_state(shared, authenticate))
 }
 
@@ -146,7 +142,55 @@ impl IntoResponse for GraphError {
     }
 }
 
-/// Counts the request, checks its bearer token, and echoes `client-request-id`.
+/// Middleware: counts every request under `/v1.0` on its way in, whatever then answers it, in
+/// `graph_requests` and, for the item routes, in their own counters.
+pub(crate) async fn count(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    {
+        let mut inner = shared.lock();
+        let counters = &mut inner.counters;
+        counters.graph_requests += 1;
+        match Call::of(request.method(), request.uri().path()) {
+            Some(Call::Export) => counters.export_requests += 1,
+            Some(Call::ListItems) => counters.item_list_requests += 1,
+            Some(Call::GetItem) => counters.item_get_requests += 1,
+            Some(Call::DeleteItem) => counters.item_delete_requests += 1,
+            None => {}
+        }
+    }
+    next.run(request).await
+}
+
+/// The mailbox calls with counters of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Export,
+    ListItems,
+    GetItem,
+    DeleteItem,
+}
+
+impl Call {
+    /// Which of them a request is, by method and path (with or without the `/v1.0` prefix, which
+    /// the nested router strips).
+    fn of(method: &Method, path: &str) -> Option<Call> {
+        let path = path.strip_prefix("/v1.0").unwrap_or(path);
+        let rest = path.strip_prefix("/admin/exchange/mailboxes/")?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::POST, [_, "exportItems"]) => Some(Call::Export),
+            (&Method::GET, [_, "folders", _, "items"]) => Some(Call::ListItems),
+            (&Method::GET, [_, "folders", _, "items", _]) => Some(Call::GetItem),
+            (&Method::DELETE, [_, "folders", _, "items", _]) => Some(Call::DeleteItem),
+            _ => None,
+        }
+    }
+}
+
+/// Checks the request's bearer token, and echoes `client-request-id`.
 async fn authenticate(
     State(shared): State<Arc<Shared>>,
     Extension(request_id): Extension<RequestId>,
@@ -156,11 +200,7 @@ async fn authenticate(
     let context = GraphContext::new(&request_id, request.headers(), shared.clock.wall());
     let echo = request.headers().get("client-request-id").cloned();
     let now = shared.clock.now();
-    let verdict = {
-        let mut inner = shared.lock();
-        inner.counters.graph_requests += 1;
-        check_bearer(&mut inner, request.headers(), now)
-    };
+    let verdict = check_bearer(&mut shared.lock(), request.headers(), now);
     let mut response = match verdict {
         Ok(()) => {
             request.extensions_mut().insert(context);
@@ -204,7 +244,7 @@ fn check_bearer(inner: &mut Inner, headers: &HeaderMap, now: Instant) -> Result<
     }
 }
 
-type GraphResult = Result<Response, GraphError>;
+pub(crate) type GraphResult = Result<Response, GraphError>;
 
 /// `GET /users/{idOrUpn}/settings/exchange`.
 async fn exchange_settings(
@@ -323,7 +363,7 @@ fn folder_page(
     parent: Option<&str>,
     query: Option<&str>,
 ) -> GraphResult {
-    let options = ListOptions::parse(context, query.unwrap_or(""))?;
+    let options = ListOptions::parse(context, query.unwrap_or(""), &query::FOLDERS)?;
     let graph_url = shared.graph_url();
     let inner = shared.lock();
     let mailbox = inner
@@ -347,11 +387,12 @@ fn folder_page(
     };
     let page_size = options.top.unwrap_or(inner.config.folder_page_size);
     let total = folders.len();
-    if options.skip > total {
-        return Err(bad_skiptoken(context));
-    }
-    let end = (options.skip + page_size).min(total);
-    let value: Vec<Value> = folders[options.skip..end]
+    let skip = usize::try_from(options.skip)
+        .ok()
+        .filter(|skip| *skip <= total)
+        .ok_or_else(|| query::bad_skiptoken(context))?;
+    let end = (skip + page_size).min(total);
+    let value: Vec<Value> = folders[skip..end]
         .iter()
         .map(|folder| options.select(folder_json(&graph_url, mailbox, folder)))
         .collect();
@@ -363,21 +404,18 @@ fn folder_page(
     body.insert("value".into(), value.into());
     if end < total {
         // Graph's next links repeat the query and percent-encode the mailbox id.
-        let mut next = format!(
-            "{graph_url}/admin/exchange/mailboxes/{}/{path}?$top={page_size}&$skiptoken={}",
+        let next = format!(
+            "{graph_url}/admin/exchange/mailboxes/{}/{path}?{}",
             utf8_percent_encode(mailbox_id, PATH_SEGMENT),
-            URL_SAFE_NO_PAD.encode(format!("folders:{end}")),
+            options.next_query(&query::FOLDERS, page_size, end as u64),
         );
-        if let Some(select) = &options.select {
-            next.push_str(&format!("&$select={}", select.join(",")));
-        }
         body.insert("@odata.nextLink".into(), next.into());
     }
     Ok(graph_json(StatusCode::OK, &Value::Object(body)))
 }
 
 /// A folder by id or case-insensitive well-known name, or Graph's 404.
-fn find_folder<'a>(
+pub(crate) fn find_folder<'a>(
     context: &GraphContext,
     mailbox: &'a Mailbox,
     id_or_name: &str,
@@ -392,96 +430,6 @@ fn find_folder<'a>(
                 "The specified object was not found in the store.",
             )
         })
-}
-
-/// The query options the folder listing understands.
-struct ListOptions {
-    top: Option<usize>,
-    skip: usize,
-    select: Option<Vec<String>>,
-}
-
-impl ListOptions {
-    fn parse(context: &GraphContext, query: &str) -> Result<ListOptions, GraphError> {
-        let bad = |message: String| context.error(StatusCode::BAD_REQUEST, "BadRequest", message);
-        let mut options = ListOptions {
-            top: None,
-            skip: 0,
-            select: None,
-        };
-        let mut seen = Vec::new();
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            // Parameters without `$` are not OData system query options; Graph ignores them.
-            if !name.starts_with('$') {
-                continue;
-            }
-            if seen.contains(&name) {
-                return Err(bad(format!("Query option '{name}' was specified more than once, but it must be specified at most once.")));
-            }
-            seen.push(name.clone());
-            match name.as_ref() {
-                "$top" => {
-                    let top = value
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|top| (1..=MAX_TOP).contains(top))
-                        .ok_or_else(|| {
-                            bad(format!(
-                                "Invalid value '{value}' for query option '$top': expected an integer from 1 to {MAX_TOP}."
-                            ))
-                        })?;
-                    options.top = Some(top);
-                }
-                "$skiptoken" => {
-                    options.skip =
-                        decode_skiptoken(&value).ok_or_else(|| bad_skiptoken(context))?;
-                }
-                "$select" => {
-                    let names: Vec<String> =
-                        value.split(',').map(|n| n.trim().to_owned()).collect();
-                    if let Some(unknown) = names
-                        .iter()
-                        .find(|n| !FOLDER_PROPERTIES.contains(&n.as_str()))
-                    {
-                        return Err(bad(format!(
-                            "Could not find a property named '{unknown}' on type 'microsoft.graph.mailboxFolder'."
-                        )));
-                    }
-                    options.select = Some(names);
-                }
-                // $filter, $orderby, $count, ... exist on the real service but are not simulated;
-                // refusing them keeps a client from silently getting unfiltered results.
-                _ => {
-                    return Err(bad(format!(
-                        "Query option '{name}' is not supported by the simulator."
-                    )))
-                }
-            }
-        }
-        Ok(options)
-    }
-
-    /// Applies `$select`; `id` is always returned, as Graph does for Outlook entities.
-    fn select(&self, folder: Value) -> Value {
-        let (Some(names), Value::Object(mut fields)) = (&self.select, folder.clone()) else {
-            return folder;
-        };
-        fields.retain(|key, _| key == "id" || names.iter().any(|n| n == key));
-        Value::Object(fields)
-    }
-}
-
-fn decode_skiptoken(token: &str) -> Option<usize> {
-    let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
-    decoded.strip_prefix("folders:")?.parse().ok()
-}
-
-fn bad_skiptoken(context: &GraphContext) -> GraphError {
-    context.error(
-        StatusCode::BAD_REQUEST,
-        "BadRequest",
-        "The $skiptoken is not valid. Follow @odata.nextLink as returned.",
-    )
 }
 
 /// `GET /admin/exchange/mailboxes/{mailboxId}/folders/{folderIdOrWellKnownName}`.
@@ -525,7 +473,7 @@ fn folder_json(graph_url: &str, mailbox: &Mailbox, folder: &Folder) -> Value {
 /// Graph's answer for a mailbox id it does not know. The real code is undocumented; Exchange's
 /// `ErrorInvalidMailbox` family is the closest documented vocabulary, and 404 says "not there"
 /// without suggesting the request itself was malformed.
-fn unknown_mailbox(context: &GraphContext, mailbox_id: &str) -> GraphError {
+pub(crate) fn unknown_mailbox(context: &GraphContext, mailbox_id: &str) -> GraphError {
     context.error(
         StatusCode::NOT_FOUND,
         "ErrorInvalidMailbox",
@@ -564,7 +512,7 @@ pub(crate) async fn method_not_allowed(
     )
 }
 
-fn graph_json(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn graph_json(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(GRAPH_JSON))],
@@ -595,9 +543,39 @@ mod tests {
     }
 
     #[test]
-    fn skiptokens_round_trip_and_reject_garbage() {
-        let token = URL_SAFE_NO_PAD.encode("folders:20");
-        assert_eq!(decode_skiptoken(&token), Some(20));
-        assert_eq!(decode_skiptoken("not-a-token"), None);
+    fn the_item_calls_are_told_apart_by_method_and_path() {
+        let mailbox = "/admin/exchange/mailboxes/MBX%3Ae0643f21%40a7809c93";
+        let cases = [
+            (
+                Method::POST,
+                format!("/v1.0{mailbox}/exportItems"),
+                Some(Call::Export),
+            ),
+            (Method::GET, format!("{mailbox}/exportItems"), None),
+            (
+                Method::GET,
+                format!("{mailbox}/folders/inbox/items"),
+                Some(Call::ListItems),
+            ),
+            (
+                Method::GET,
+                format!("{mailbox}/folders/inbox/items/A%2Fb"),
+                Some(Call::GetItem),
+            ),
+            (
+                Method::DELETE,
+                format!("{mailbox}/folders/inbox/items/A%2Fb"),
+                Some(Call::DeleteItem),
+            ),
+            (Method::GET, format!("{mailbox}/folders/inbox"), None),
+            (
+                Method::GET,
+                "/users/adele@contoso.com/settings/exchange".to_owned(),
+                None,
+            ),
+        ];
+        for (method, path, call) in cases {
+            assert_eq!(Call::of(&method, &path), call, "{method} {path}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::state::{self, Shared};
+use super::state::{Content, Shared};
 use super::stream;
 
 /// `POST /api/gv1.0/Mailboxes('{mailboxId}')/importItem?authtoken=...`.
@@ -150,12 +150,11 @@ fn import(
     }
 
     let (folder_id, mode, data) = parse_body(body)?;
-    // Hashed before taking the lock, which every other request needs too.
-    let sha256 = state::digest(&data);
-    let data_len = data.len() as u64;
-    // In sink mode the data has been checked and is let go here, outside the lock; only its digest
-    // is kept.
-    let data = if sink { Bytes::new() } else { data };
+    // Hashed and read before taking the lock, which every other request needs too; in sink mode the
+    // data has been checked and is let go here, and only what was read from it is kept.
+    let content = Content::read(data, sink);
+    let data_len = content.size;
+    let at = shared.clock.wall();
 
     // Nothing awaits while the lock is held.
     let mut inner = shared.lock();
@@ -186,7 +185,7 @@ fn import(
     let mailbox = inner.mailbox_mut(&mailbox_id).expect("checked above");
     let (item_id, change_key, stored) = match mode {
         Mode::Create => {
-            let (item, duplicate) = mailbox.create_item(&folder_id, data, sha256);
+            let (item, duplicate) = mailbox.create_item(&folder_id, content, at);
             let stored = Stored::Created { duplicate };
             (item.item_id.clone(), item.change_key.clone(), stored)
         }
@@ -210,7 +209,7 @@ fn import(
                     "ErrorIrresolvableConflict: The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
                 ));
             }
-            let item = mailbox.replace_item(index, data, sha256);
+            let item = mailbox.replace_item(index, content, at);
             (
                 item.item_id.clone(),
                 item.change_key.clone(),

@@ -6,7 +6,9 @@
 //! strict as the real service. One origin (`http://127.0.0.1:PORT`) serves:
 //!
 //! - `POST /{tenant}/oauth2/v2.0/token` (login.microsoftonline.com, module `login`),
-//! - `/v1.0/...` (graph.microsoft.com, module `graph`),
+//! - `/v1.0/...` (graph.microsoft.com, module `graph`): users' settings, folders, createImportSession,
+//!   a folder's items (list, get, soft and hard delete; module `items`) and `exportItems` (module
+//!   `export`), with the listings' query options in module `query`,
 //! - `POST /api/gv1.0/Mailboxes('{id}')/importItem?authtoken=...` (outlook.office365.com, module
 //!   `import`).
 //!
@@ -24,7 +26,10 @@
 //!   `admin`).
 //!
 //! For benchmarks, `Behaviour::sink` turns importItem into a sink: it checks everything as usual but
-//! keeps only a digest of each item.
+//! keeps only a digest of each item (exportItems then answers such an item with an error).
+//!
+//! Tests seed items without importing them ([`Simulator::put_item`]), put them under hold
+//! ([`Simulator::place_hold`]), and read them back ([`Simulator::items`], [`Simulator::item`]).
 //!
 //! Time is under the test's control (module `clock`): expiries run on tokio's clock, so pausing and
 //! advancing it (`tokio::time::pause`, `tokio::time::advance`) moves the simulator with a client in
@@ -34,10 +39,13 @@
 mod admin;
 mod behaviour;
 mod clock;
+mod export;
 mod faults;
 mod graph;
 mod import;
+mod items;
 mod login;
+mod query;
 mod state;
 mod stream;
 
@@ -53,11 +61,13 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 
 use behaviour::Gate;
 use faults::FaultPoint;
-use state::Shared;
+use state::{Content, Shared};
 
 pub use behaviour::Behaviour;
 pub use faults::{Fault, FaultTarget};
@@ -71,6 +81,8 @@ pub struct SimulatorConfig {
     pub session_lifetime: Duration,
     /// Folders per page when the client sends no `$top`; must be 1..=999.
     pub folder_page_size: usize,
+    /// A folder's items per page when the client sends no `$top`; must be 1..=1000.
+    pub item_page_size: usize,
     /// Random misbehaviour and enforced limits; changeable at run time with
     /// [`Simulator::set_behaviour`]. Its lifetimes, when set, override the two above.
     pub behaviour: Behaviour,
@@ -82,6 +94,7 @@ impl Default for SimulatorConfig {
             token_lifetime: Duration::from_secs(3599),
             session_lifetime: Duration::from_secs(3600),
             folder_page_size: 10,
+            item_page_size: 10,
             behaviour: Behaviour::default(),
         }
     }
@@ -143,6 +156,28 @@ pub struct Counters {
     pub sink_items: u64,
     /// Decoded bytes of those items.
     pub sink_bytes: u64,
+    /// `POST .../exportItems` requests, whatever the answer (faulted, throttled, refused or not),
+    /// as `import_requests` counts importItem's; each is also a `graph_requests`.
+    pub export_requests: u64,
+    /// The most item ids one exportItems request asked for (within the limit of 20 or not).
+    pub max_export_batch: usize,
+    /// Items exportItems answered with their data.
+    pub items_exported: u64,
+    /// Items exportItems answered with an error of their own inside its 200 (not found, in the
+    /// archive, a malformed id, or data dropped in sink mode).
+    pub export_item_errors: u64,
+    /// `GET .../folders/{folderId}/items` requests (each page is one), whatever the answer.
+    pub item_list_requests: u64,
+    /// `GET .../folders/{folderId}/items/{itemId}` requests, whatever the answer.
+    pub item_get_requests: u64,
+    /// `DELETE .../folders/{folderId}/items/{itemId}` requests, whatever the answer.
+    pub item_delete_requests: u64,
+    /// Items deleted (a `204`), soft or hard.
+    pub items_deleted: u64,
+    /// Of those, the items removed for good (`disposalType=hardDelete`).
+    pub items_hard_deleted: u64,
+    /// Hard deletes refused with `403` because the item is under hold ([`Simulator::place_hold`]).
+    pub hard_deletes_refused_on_hold: u64,
 }
 
 /// An item as the simulated mailbox stores it.
@@ -151,13 +186,26 @@ pub struct StoredItem {
     pub item_id: String,
     pub change_key: String,
     pub folder_id: String,
-    /// The decoded item stream, exactly as imported; empty when it was imported in sink mode
-    /// (`Behaviour::sink`).
-    pub data: bytes::Bytes,
+    /// The decoded item stream, exactly as imported (and exported); empty when it was imported in
+    /// sink mode (`Behaviour::sink`).
+    pub data: Bytes,
     /// SHA-256 of the decoded item stream (kept in sink mode too).
     pub sha256: [u8; 32],
-    /// 1 when created, +1 per update.
+    /// Length in bytes of the decoded item stream (kept in sink mode too): the `size` Graph lists.
+    pub size: u64,
+    /// PidTagMessageClass as read from the stream, `IPM.Note` when it names none: the `type` Graph
+    /// lists.
+    pub message_class: String,
+    /// 1 when created, +1 per change: an update, or a soft delete moving it.
     pub version: u32,
+    /// When it was created, by the simulator's clock, in whole 100 ns (Graph's precision).
+    pub created_at: DateTime<Utc>,
+    /// When it last changed (created, updated or soft-deleted), likewise.
+    pub last_modified_at: DateTime<Utc>,
+    /// Under a hold ([`Simulator::place_hold`]): a hard delete is refused with `403`.
+    pub on_hold: bool,
+    /// Its place in its mailbox's creation order, by which listings page.
+    pub(crate) seq: u64,
 }
 
 /// A handle on a running simulator; cheap to clone.
@@ -192,12 +240,23 @@ impl Simulator {
                 format!("SimulatorConfig::behaviour: {error}"),
             ));
         }
-        if !(1..=999).contains(&config.folder_page_size) {
+        if !(1..=query::FOLDERS.max_top).contains(&config.folder_page_size) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!(
-                    "SimulatorConfig::folder_page_size must be between 1 and 999, got {}",
+                    "SimulatorConfig::folder_page_size must be between 1 and {}, got {}",
+                    query::FOLDERS.max_top,
                     config.folder_page_size
+                ),
+            ));
+        }
+        if !(1..=query::ITEMS.max_top).contains(&config.item_page_size) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "SimulatorConfig::item_page_size must be between 1 and {}, got {}",
+                    query::ITEMS.max_top,
+                    config.item_page_size
                 ),
             ));
         }
@@ -383,6 +442,55 @@ impl Simulator {
             .items
             .clone()
     }
+
+    /// One item of a mailbox, wherever it is filed; `None` if the mailbox holds no such item (or
+    /// does not exist).
+    pub fn item(&self, mailbox_id: &str, item_id: &str) -> Option<StoredItem> {
+        let inner = self.shared.lock();
+        let mailbox = inner.mailbox(mailbox_id)?;
+        Some(mailbox.items[mailbox.item_index(item_id)?].clone())
+    }
+
+    /// Stores an item directly, as if imported into `folder` (an id or a well-known name) now, by
+    /// the simulator's clock, and returns it: for tests that need items to list, export or delete
+    /// without importing them. The data is kept even in sink mode. It is not counted as an import
+    /// (`items_created`, `duplicate_items`), but later imports of the same data count as duplicates.
+    ///
+    /// Panics on an unknown mailbox or folder, or on data that is not a well-formed item stream
+    /// (importItem would refuse it).
+    pub fn put_item(&self, mailbox_id: &str, folder: &str, data: impl Into<Bytes>) -> StoredItem {
+        let data = data.into();
+        if let Err(error) = stream::validate(&data) {
+            panic!("put_item needs a well-formed item stream: {error}");
+        }
+        let content = Content::read(data, false);
+        let at = self.shared.clock.wall();
+        let mut inner = self.shared.lock();
+        let mailbox = inner
+            .mailbox_mut(mailbox_id)
+            .unwrap_or_else(|| panic!("the simulator has no mailbox {mailbox_id}"));
+        let folder_id = mailbox
+            .folder_by_id(folder)
+            .or_else(|| mailbox.well_known_folder(folder))
+            .unwrap_or_else(|| panic!("mailbox {mailbox_id} has no folder {folder}"))
+            .id
+            .clone();
+        mailbox.create_item(&folder_id, content, at).0.clone()
+    }
+
+    /// Puts an item under hold (litigation or retention), so that `DELETE` with
+    /// `disposalType=hardDelete` answers `403`; a soft delete still moves it to
+    /// `recoverableitemsdeletions`, where it stays held. Panics on an unknown mailbox or item.
+    pub fn place_hold(&self, mailbox_id: &str, item_id: &str) {
+        let mut inner = self.shared.lock();
+        let mailbox = inner
+            .mailbox_mut(mailbox_id)
+            .unwrap_or_else(|| panic!("the simulator has no mailbox {mailbox_id}"));
+        let index = mailbox
+            .item_index(item_id)
+            .unwrap_or_else(|| panic!("mailbox {mailbox_id} has no item {item_id}"));
+        mailbox.items[index].on_hold = true;
+    }
 }
 
 /// The fresh GUID of one request, echoed as the `request-id` header (and inside Graph errors).
@@ -414,10 +522,13 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .nest(
             "/v1.0",
-            // Outside the bearer check and around the fallbacks: every request graph_requests counts.
+            // Outside the bearer check and around the fallbacks: every request is counted, on its
+            // way in and once, whatever answers it (a fault, the behaviour, the bearer check or a
+            // handler).
             graph::router(shared.clone())
                 .layer(behaviour_layer(FaultTarget::Graph))
-                .layer(fault_layer(FaultTarget::Graph)),
+                .layer(fault_layer(FaultTarget::Graph))
+                .layer(middleware::from_fn_with_state(shared.clone(), graph::count)),
         )
         // The simulator's own admin surface; no auth, it is a test tool.
         .route(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::DecodingKey;
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 use super::behaviour::Traffic;
 use super::clock::Clock;
 use super::faults::FaultQueue;
+use super::stream;
 use super::{Counters, SimulatorConfig, StoredItem, DEMO};
 
 /// The object id of the demo user (the `id` in `settings/exchange`); not part of [`DEMO`] because
@@ -162,9 +164,13 @@ pub(crate) struct Mailbox {
     pub archive_of: Option<String>,
     /// Folders in creation order; the listing pages through them in this order.
     pub folders: Vec<Folder>,
+    /// Items in creation order, which is also the order of their `created_at` (the clock only goes
+    /// forward) and of their `seq`.
     pub items: Vec<StoredItem>,
     /// SHA-256 of each stored item's data → how many items hold that data now, to spot duplicates.
     digests: HashMap<[u8; 32], usize>,
+    /// The `seq` of the next item created.
+    next_seq: u64,
 }
 
 pub(crate) struct Folder {
@@ -349,6 +355,7 @@ impl Mailbox {
             folders,
             items: Vec::new(),
             digests: HashMap::new(),
+            next_seq: 1,
         }
     }
 
@@ -402,45 +409,132 @@ impl Mailbox {
             .count()
     }
 
-    /// Stores a new item whose data has SHA-256 `sha256`; also says whether the mailbox already held
-    /// an item with the same data. The digest is computed by the caller, outside the state lock.
+    /// Stores a new item with `content` in `folder_id`, created and last modified `at`; also says
+    /// whether the mailbox already held an item with the same data.
     pub fn create_item(
         &mut self,
         folder_id: &str,
-        data: Bytes,
-        sha256: [u8; 32],
+        content: Content,
+        at: DateTime<Utc>,
     ) -> (&StoredItem, bool) {
-        let holders = self.digests.entry(sha256).or_default();
+        let at = in_ticks(at);
+        let holders = self.digests.entry(content.sha256).or_default();
         let duplicate = *holders > 0;
         *holders += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.items.push(StoredItem {
             item_id: new_item_id(),
             change_key: new_change_key(),
             folder_id: folder_id.to_owned(),
-            data,
-            sha256,
+            data: content.data,
+            sha256: content.sha256,
+            size: content.size,
+            message_class: content.message_class,
             version: 1,
+            created_at: at,
+            last_modified_at: at,
+            on_hold: false,
+            seq,
         });
         (self.items.last().expect("just pushed"), duplicate)
     }
 
-    /// Replaces the data of the item at `index` (an update is a full replace) with a new change key.
-    pub fn replace_item(&mut self, index: usize, data: Bytes, sha256: [u8; 32]) -> &StoredItem {
+    /// Replaces the content of the item at `index` (an update is a full replace) with a new change
+    /// key, modified `at`.
+    pub fn replace_item(
+        &mut self,
+        index: usize,
+        content: Content,
+        at: DateTime<Utc>,
+    ) -> &StoredItem {
         let old = self.items[index].sha256;
-        if let Some(holders) = self.digests.get_mut(&old) {
-            *holders -= 1;
-            if *holders == 0 {
-                self.digests.remove(&old);
-            }
-        }
-        *self.digests.entry(sha256).or_default() += 1;
+        self.forget_digest(old);
+        *self.digests.entry(content.sha256).or_default() += 1;
         let item = &mut self.items[index];
-        item.data = data;
-        item.sha256 = sha256;
-        item.change_key = new_change_key();
-        item.version += 1;
+        item.data = content.data;
+        item.sha256 = content.sha256;
+        item.size = content.size;
+        item.message_class = content.message_class;
+        item.touch(at);
         item
     }
+
+    /// Moves the item at `index` to `folder_id`, keeping its id: a change, so it gets a new change
+    /// key and is modified `at`.
+    pub fn move_item(&mut self, index: usize, folder_id: &str, at: DateTime<Utc>) {
+        let item = &mut self.items[index];
+        item.folder_id = folder_id.to_owned();
+        item.touch(at);
+    }
+
+    /// Removes the item at `index` for good, and its data from the duplicate bookkeeping.
+    pub fn remove_item(&mut self, index: usize) -> StoredItem {
+        let item = self.items.remove(index);
+        self.forget_digest(item.sha256);
+        item
+    }
+
+    /// The position of an item in [`Mailbox::items`].
+    pub fn item_index(&self, item_id: &str) -> Option<usize> {
+        self.items.iter().position(|item| item.item_id == item_id)
+    }
+
+    fn forget_digest(&mut self, sha256: [u8; 32]) {
+        if let Some(holders) = self.digests.get_mut(&sha256) {
+            *holders -= 1;
+            if *holders == 0 {
+                self.digests.remove(&sha256);
+            }
+        }
+    }
+}
+
+impl StoredItem {
+    /// Records a change: a new change key, one more version, modified `at`.
+    fn touch(&mut self, at: DateTime<Utc>) {
+        self.change_key = new_change_key();
+        self.version += 1;
+        self.last_modified_at = in_ticks(at);
+    }
+}
+
+/// What an item holds, read from its decoded stream before the state lock is taken.
+pub(crate) struct Content {
+    /// The stream, or nothing in sink mode.
+    pub data: Bytes,
+    pub sha256: [u8; 32],
+    /// The stream's length in bytes (kept in sink mode too).
+    pub size: u64,
+    /// PidTagMessageClass, or `IPM.Note` when the stream does not say.
+    pub message_class: String,
+}
+
+impl Content {
+    /// Reads `data`'s digest, size and message class; keeps the data itself unless `sink`.
+    pub fn read(data: Bytes, sink: bool) -> Content {
+        let sha256 = digest(&data);
+        let size = data.len() as u64;
+        let message_class =
+            stream::message_class(&data).unwrap_or_else(|| DEFAULT_MESSAGE_CLASS.to_owned());
+        Content {
+            // In sink mode the data is let go here, outside the lock; only what was read is kept.
+            data: if sink { Bytes::new() } else { data },
+            sha256,
+            size,
+            message_class,
+        }
+    }
+}
+
+/// The message class of an item whose stream names none: Exchange's class of a plain message.
+const DEFAULT_MESSAGE_CLASS: &str = "IPM.Note";
+
+/// A time as the simulator stores it: whole 100-nanosecond ticks, the precision of the seven-digit
+/// timestamps it writes, so that a date read from an answer compares equal to the stored one.
+fn in_ticks(at: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = at.timestamp_subsec_nanos();
+    at - chrono::Duration::nanoseconds(i64::from(nanos % 100))
 }
 
 /// The SHA-256 of an item's data, by which duplicates are recognised.
@@ -477,9 +571,10 @@ pub(crate) fn new_folder_id() -> String {
     }
 }
 
-/// An item id in the same short-id shape as folder ids.
+/// An item id in the same short-id shape as folder ids, with `/` or `+` for the same reason: item
+/// ids go into URL paths too (`.../items/{itemId}`).
 pub(crate) fn new_item_id() -> String {
-    random_base64(16..=28)
+    new_folder_id()
 }
 
 /// A change key shaped like the documented `kNnynYavKEihA0la3Yt5UQABUftGQg==` (22 bytes).

@@ -121,6 +121,50 @@ impl TestSim {
             .unwrap()
     }
 
+    /// `POST {graph}{path}` with `body` as `content_type`, the answer unread.
+    pub async fn graph_post(
+        &self,
+        token: &str,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.sim.graph_url()))
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn graph_delete(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .delete(format!("{}{path}", self.sim.graph_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST .../exportItems` on `mailbox_id` for `item_ids`, the answer unread.
+    pub async fn export(
+        &self,
+        token: &str,
+        mailbox_id: &str,
+        item_ids: &[&str],
+    ) -> reqwest::Response {
+        let body = json!({ "itemIds": item_ids }).to_string();
+        self.graph_post(
+            token,
+            &format!("{}/exportItems", mailbox_path(mailbox_id)),
+            "application/json",
+            body,
+        )
+        .await
+    }
+
     /// `POST .../createImportSession` on `mailbox_id`, the answer unread.
     pub async fn create_import_session(&self, token: &str, mailbox_id: &str) -> reqwest::Response {
         self.http
@@ -188,12 +232,47 @@ pub fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// `/admin/exchange/mailboxes/{mailboxId}`, the id percent-encoded.
+pub fn mailbox_path(mailbox_id: &str) -> String {
+    format!("/admin/exchange/mailboxes/{}", encode(mailbox_id))
+}
+
+/// `.../folders/{folder}/items[/{itemId}]`, every segment percent-encoded.
+pub fn items_path(mailbox_id: &str, folder: &str, item_id: Option<&str>) -> String {
+    let path = format!(
+        "{}/folders/{}/items",
+        mailbox_path(mailbox_id),
+        encode(folder)
+    );
+    match item_id {
+        Some(item_id) => format!("{path}/{}", encode(item_id)),
+        None => path,
+    }
+}
+
 /// A well-formed item stream: Config, IsInterfaceOk, TellPartnerVersion, then two TransferBuffers.
 pub fn item_stream(subject: &str) -> Vec<u8> {
     let mut data = frame(1, &[0, 0, 0, 0, 1, 0, 0, 0]);
     data.extend(frame(3, &[0; 24]));
     data.extend(frame(4, &[0x14, 0x0F, 0xD6, 0x91, 0x86, 0x17]));
     data.extend(frame(2, &[0x03, 0x00, 0x17, 0x00, 0x01, 0x00, 0x00, 0x00]));
+    data.extend(frame(2, subject.as_bytes()));
+    data
+}
+
+/// A well-formed item stream whose properties are Importance and PidTagMessageClass `class`
+/// (Unicode), then `subject`'s bytes in a TransferBuffer of their own.
+pub fn item_stream_of_class(class: &str, subject: &str) -> Vec<u8> {
+    let mut class_value: Vec<u8> = class.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    class_value.extend([0, 0]);
+    let mut properties = vec![0x03, 0x00, 0x17, 0x00, 0x01, 0x00, 0x00, 0x00];
+    properties.extend(0x001A_001Fu32.to_le_bytes());
+    properties.extend((class_value.len() as u32).to_le_bytes());
+    properties.extend(class_value);
+    let mut data = frame(1, &[0, 0, 0, 0, 1, 0, 0, 0]);
+    data.extend(frame(3, &[0; 24]));
+    data.extend(frame(4, &[0x14, 0x0F, 0xD6, 0x91, 0x86, 0x17]));
+    data.extend(frame(2, &properties));
     data.extend(frame(2, subject.as_bytes()));
     data
 }

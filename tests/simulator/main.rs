@@ -3,9 +3,11 @@
 mod admin;
 mod behaviour;
 mod clock;
+mod export;
 mod faults;
 mod graph;
 mod helpers;
 mod import;
+mod items;
 mod stream;
 mod token;
