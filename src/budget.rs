@@ -40,7 +40,7 @@ pub struct Reservation {
 }
 
 /// Why bytes could not be reserved.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BudgetError {
     /// The request alone is larger than the whole budget: it can never fit.
     LargerThanBudget { total: usize },
@@ -158,6 +158,16 @@ impl Reservation {
             }
         }
         self.count_down(given_back);
+    }
+
+    /// Adds what `other` holds to this reservation (both the gateway's own, not a client's).
+    pub fn merge(&mut self, mut other: Reservation) {
+        debug_assert!(self.client.is_none() && other.client.is_none());
+        match (&mut self.permit, other.permit.take()) {
+            (Some(current), Some(more)) => current.merge(more),
+            (None, more) => self.permit = more,
+            (Some(_), None) => {}
+        }
     }
 
     /// Takes `bytes` off the client's count.

@@ -17,6 +17,13 @@ use prometheus_client::registry::Registry;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExportLabels {
+    operation: &'static str,
+    /// `ok`, or the problem code.
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ImportLabels {
     mode: &'static str,
     /// `ok`, or the problem code.
@@ -62,6 +69,8 @@ pub struct Metrics {
     token_requests: Family<ResultLabels, Counter>,
     sessions_created: Counter,
     queue_wait: Histogram,
+    export_batch: Histogram,
+    exported: Family<ExportLabels, Counter>,
     in_flight_requests: Gauge,
     in_flight_bytes: Gauge,
     shared_state_up: Gauge,
@@ -92,6 +101,9 @@ impl Metrics {
             token_requests: Family::default(),
             sessions_created: Counter::default(),
             queue_wait: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
+            // 1 to 32 ids.
+            export_batch: Histogram::new(exponential_buckets(1.0, 2.0, 6)),
+            exported: Family::default(),
             in_flight_requests: Gauge::default(),
             in_flight_bytes: Gauge::default(),
             shared_state_up: Gauge::default(),
@@ -140,6 +152,16 @@ impl Metrics {
             "mailbox_queue_wait_seconds",
             "Time requests waited for their mailbox's turn",
             metrics.queue_wait.clone(),
+        );
+        registry.register(
+            "export_batch_ids",
+            "Item ids per exportItems call made for single-item reads",
+            metrics.export_batch.clone(),
+        );
+        registry.register(
+            "items_read",
+            "Items and folders read or deleted by clients, by operation and outcome",
+            metrics.exported.clone(),
         );
         registry.register(
             "requests_in_flight",
@@ -223,6 +245,18 @@ impl Metrics {
     /// A request waited `waited` for its mailbox's turn.
     pub fn queue_waited(&self, waited: Duration) {
         self.queue_wait.observe(waited.as_secs_f64());
+    }
+
+    /// An exportItems call for single-item reads carried `ids` ids.
+    pub fn export_batch(&self, ids: usize) {
+        self.export_batch.observe(ids as f64);
+    }
+
+    /// A read or delete finished: `operation` is one of get, list, export, export_items, delete.
+    pub fn item_read(&self, operation: &'static str, outcome: &'static str) {
+        self.exported
+            .get_or_create(&ExportLabels { operation, outcome })
+            .inc();
     }
 
     /// Counts a client request in flight until the guard is dropped.

@@ -51,6 +51,38 @@ async fn exercise(app: &helpers::TestApp) -> String {
         )
         .await;
     seen.push_str(&read(updated).await);
+    // The read half: the item, a listing, Graph's exportItems shape, the folder as tar, and a delete.
+    let item_path = format!(
+        "/v1/mailboxes/{}/folders/inbox/items/{}",
+        DEMO.mailbox_address,
+        helpers::encode(created["itemId"].as_str().unwrap())
+    );
+    for path in [
+        item_path.clone(),
+        format!("/v1/mailboxes/{}/folders/inbox/items", DEMO.mailbox_address),
+        format!(
+            "/v1/mailboxes/{}/folders/inbox/export",
+            DEMO.mailbox_address
+        ),
+    ] {
+        let response = app.client.get(app.url(&path)).send().await.unwrap();
+        assert!(response.status().is_success(), "{path}");
+        seen.push_str(&format!("{:?}\n", response.headers()));
+        seen.push_str(&String::from_utf8_lossy(&response.bytes().await.unwrap()));
+    }
+    let exported = app
+        .client
+        .post(app.url(&format!(
+            "/v1/mailboxes/{}/exportItems",
+            DEMO.mailbox_address
+        )))
+        .json(&serde_json::json!({ "itemIds": [created["itemId"]] }))
+        .send()
+        .await
+        .unwrap();
+    seen.push_str(&read(exported).await);
+    let deleted = app.client.delete(app.url(&item_path)).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
     app.simulator.revoke_sessions();
     app.simulator
         .inject(FaultTarget::Import, Fault::DropAfterHandling, 1);
@@ -102,7 +134,7 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
             Sha256::digest(client_key.as_bytes()).into(),
         )]),
         rules: parse_rules(
-            r#"[{"client":"appliance","mailboxes":["*"],"operations":["create","update","list-folders"]}]"#,
+            r#"[{"client":"appliance","mailboxes":["*"],"operations":["create","update","list-folders","read","delete"]}]"#,
         )
         .unwrap(),
     };
@@ -159,6 +191,28 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
         "request_id=",
     ] {
         assert!(audit.contains(field), "{field} missing from {audit}");
+    }
+    for (event, fields) in [
+        (
+            "read",
+            &["operation=", "mailbox=", "items=", "bytes=", "status="][..],
+        ),
+        (
+            "delete",
+            &["mailbox=", "folder=", "item_id=", "disposal=", "status="][..],
+        ),
+    ] {
+        let line = logs
+            .lines()
+            .find(|l| {
+                l.contains("audit")
+                    && l.contains("client=appliance")
+                    && l.contains(&format!(" {event} "))
+            })
+            .unwrap_or_else(|| panic!("an audit {event} event for the authenticated client"));
+        for field in fields {
+            assert!(line.contains(field), "{field} missing from {line}");
+        }
     }
     let everything = format!("{logs}\n{seen}");
     assert!(

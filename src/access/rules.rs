@@ -14,6 +14,9 @@ pub enum Operation {
     Create,
     Update,
     ListFolders,
+    /// Reading items back: get, list, folder export and exportItems.
+    Read,
+    Delete,
 }
 
 impl FromStr for Operation {
@@ -24,8 +27,10 @@ impl FromStr for Operation {
             "create" => Ok(Operation::Create),
             "update" => Ok(Operation::Update),
             "list-folders" => Ok(Operation::ListFolders),
+            "read" => Ok(Operation::Read),
+            "delete" => Ok(Operation::Delete),
             other => Err(format!(
-                "unknown operation {other:?} (use create, update, list-folders)"
+                "unknown operation {other:?} (use create, update, list-folders, read, delete)"
             )),
         }
     }
@@ -37,6 +42,8 @@ impl fmt::Display for Operation {
             Operation::Create => "create",
             Operation::Update => "update",
             Operation::ListFolders => "list-folders",
+            Operation::Read => "read",
+            Operation::Delete => "delete",
         })
     }
 }
@@ -243,7 +250,7 @@ mod tests {
         for bad in [
             "{}",
             r#"[{"client": "x", "mailboxes": ["a/b@c"], "operations": ["create"]}]"#,
-            r#"[{"client": "x", "mailboxes": ["*"], "operations": ["delete"]}]"#,
+            r#"[{"client": "x", "mailboxes": ["*"], "operations": ["shred"]}]"#,
             r#"[{"client": "", "mailboxes": ["*"], "operations": ["create"]}]"#,
             r#"[{"client": "x", "mailboxes": ["*"], "operations": ["create"], "extra": 1}]"#,
         ] {

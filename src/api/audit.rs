@@ -11,8 +11,8 @@ use axum::http::{Method, StatusCode};
 use super::items::ImportCommand;
 use super::ApiError;
 use crate::access::{Client, Operation};
-use crate::graph::ImportedItem;
-use crate::ids::MailboxRef;
+use crate::graph::{Disposal, ImportedItem};
+use crate::ids::{FolderRef, MailboxRef};
 
 /// One audit event per import, on the `audit` target, which the binary writes apart from the debug log
 /// (one JSON object per line). It names the client, the mailbox and folder, the mode, the item's size
@@ -50,6 +50,70 @@ pub(super) fn import(
         client_request_id = %super::request_id::graph_client_request_id(),
         graph_request_id = graph_request_id.as_deref(),
         "import"
+    );
+}
+
+/// What an audit line of a read says: which client read what, how much, and how it ended.
+pub(super) struct ReadEvent<'a> {
+    pub client: &'a Client,
+    /// `get`, `list`, `export` (a folder as tar) or `export_items`.
+    pub operation: &'static str,
+    pub mailbox: &'a MailboxRef,
+    pub folder: Option<&'a FolderRef>,
+    /// The ids asked for by id (none for a listing or a folder export).
+    pub item_ids: &'a [String],
+    /// Items passed to the client.
+    pub items: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    pub status: StatusCode,
+    pub code: Option<&'static str>,
+}
+
+/// One audit event per read: a single item, a page of a listing, a folder export, or exportItems.
+pub(super) fn read(event: &ReadEvent<'_>) {
+    let item_ids = (!event.item_ids.is_empty()).then(|| event.item_ids.join(","));
+    tracing::info!(
+        target: "audit",
+        client = %event.client.name,
+        operation = event.operation,
+        mailbox = %event.mailbox,
+        folder = event.folder.map(tracing::field::display),
+        item_ids = item_ids.as_deref(),
+        items = event.items,
+        bytes = event.bytes,
+        status = event.status.as_u16(),
+        code = event.code,
+        request_id = %super::request_id::current_request_id(),
+        gateway_request_id = %super::request_id::gateway_request_id(),
+        client_request_id = %super::request_id::graph_client_request_id(),
+        "read"
+    );
+}
+
+/// One audit event per delete.
+pub(super) fn delete(
+    client: &Client,
+    mailbox: &MailboxRef,
+    folder: &FolderRef,
+    item_id: &str,
+    disposal: Disposal,
+    status: StatusCode,
+    code: Option<&'static str>,
+) {
+    tracing::info!(
+        target: "audit",
+        client = %client.name,
+        mailbox = %mailbox,
+        folder = %folder,
+        item_id,
+        disposal = disposal.as_str(),
+        status = status.as_u16(),
+        code,
+        request_id = %super::request_id::current_request_id(),
+        gateway_request_id = %super::request_id::gateway_request_id(),
+        client_request_id = %super::request_id::graph_client_request_id(),
+        "delete"
     );
 }
 

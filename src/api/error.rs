@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::budget::BudgetError;
 use crate::fts::StreamError;
 use crate::graph::{ErrorKind, GraphError, Missing};
 use crate::ids::InvalidId;
@@ -44,6 +45,8 @@ pub enum ApiError {
     InvalidItemId(InvalidId),
     #[error("If-Match must be one quoted change key, like \"kNnynYavKEihA0la3Yt5UQABUftGQg==\"")]
     InvalidIfMatch,
+    #[error("If-None-Match must be one quoted change key, as the item's ETag gave it")]
+    InvalidIfNoneMatch,
     #[error("updating an item needs If-Match with the item's current change key in quotes")]
     IfMatchRequired,
     #[error("{0}")]
@@ -52,6 +55,10 @@ pub enum ApiError {
     InvalidJson(#[source] serde_json::Error),
     #[error("the URL path could not be read: {0}")]
     InvalidPath(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("pageToken is not one this gateway handed out; start the listing again without it")]
+    InvalidPageToken,
     #[error("Data is not valid base64: {0}")]
     InvalidBase64(String),
     #[error("the request body could not be read: {0}")]
@@ -117,7 +124,17 @@ pub enum ApiError {
 
 impl From<GraphError> for ApiError {
     fn from(error: GraphError) -> Self {
-        ApiError::Upstream(Box::new(error))
+        // An upstream answer too large to hold is the gateway's memory budget speaking, as for uploads.
+        match error.kind {
+            ErrorKind::Budget(BudgetError::LargerThanBudget { total }) => {
+                ApiError::LargerThanMemoryBudget { total }
+            }
+            ErrorKind::Budget(BudgetError::Full) => ApiError::OverCapacity,
+            ErrorKind::Budget(BudgetError::ClientShare { share }) => {
+                ApiError::ClientOverCapacity { share }
+            }
+            _ => ApiError::Upstream(Box::new(error)),
+        }
     }
 }
 
@@ -187,6 +204,11 @@ impl ApiError {
             ApiError::InvalidFolder(_) => (S::BAD_REQUEST, "invalid_folder", "Invalid folder"),
             ApiError::InvalidItemId(_) => (S::BAD_REQUEST, "invalid_item_id", "Invalid item id"),
             ApiError::InvalidIfMatch => (S::BAD_REQUEST, "invalid_if_match", "Invalid If-Match"),
+            ApiError::InvalidIfNoneMatch => (
+                S::BAD_REQUEST,
+                "invalid_if_none_match",
+                "Invalid If-None-Match",
+            ),
             ApiError::IfMatchRequired => (
                 S::PRECONDITION_REQUIRED,
                 "if_match_required",
@@ -196,6 +218,10 @@ impl ApiError {
                 (S::BAD_REQUEST, "invalid_body", "Invalid request body")
             }
             ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", "Invalid URL path"),
+            ApiError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", "Invalid query"),
+            ApiError::InvalidPageToken => {
+                (S::BAD_REQUEST, "invalid_page_token", "Invalid page token")
+            }
             ApiError::InvalidBase64(_) => (S::BAD_REQUEST, "invalid_base64", "Invalid base64"),
             ApiError::UnreadableBody(_) => {
                 (S::BAD_REQUEST, "unreadable_body", "Unreadable request body")
@@ -339,6 +365,9 @@ fn classify_upstream(error: &GraphError) -> (StatusCode, &'static str, &'static 
             "upstream_forbidden",
             "App lacks a Graph permission",
         ),
+        ErrorKind::DeleteRefused => (S::CONFLICT, "delete_refused", "Exchange keeps the item"),
+        // Converted to the budget's own problems in `From<GraphError>`.
+        ErrorKind::Budget(_) => (S::SERVICE_UNAVAILABLE, "over_capacity", "Over capacity"),
         ErrorKind::ImportHostNotAllowed(_) => (
             S::BAD_GATEWAY,
             "import_host_not_allowed",

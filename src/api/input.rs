@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use super::ApiError;
 use tokio::time::Instant;
 
+use crate::app::AppState;
 use crate::budget::{BudgetError, MemoryBudget, Reservation};
 use crate::config::UPLOAD_RATE_GRACE;
 use crate::ids::check_exchange_id;
@@ -53,6 +54,20 @@ pub struct BodyLimits<'a> {
     pub client: &'a str,
     /// Slowest upload accepted once [`UPLOAD_RATE_GRACE`] has passed, in bytes per second; 0 is off.
     pub min_rate: u64,
+}
+
+impl<'a> BodyLimits<'a> {
+    /// The gateway's limits for a body of at most `limit` bytes from `client`.
+    pub fn new(state: &'a AppState, client: &'a str, limit: u64) -> BodyLimits<'a> {
+        BodyLimits {
+            limit,
+            item_limit: state.max_item_bytes,
+            idle: state.client_body_timeout,
+            budget: &state.budget,
+            client,
+            min_rate: state.min_upload_bytes_per_sec,
+        }
+    }
 }
 
 /// Reads at most `limit` bytes, reserving them from the memory budget first (all at once when the size is

@@ -170,14 +170,7 @@ pub async fn import_item_json(
     let (raw, mut reserved) = read_body(
         &headers,
         body,
-        BodyLimits {
-            limit: json_limit,
-            item_limit: state.max_item_bytes,
-            idle: state.client_body_timeout,
-            budget: &state.budget,
-            client: &client.name,
-            min_rate: state.min_upload_bytes_per_sec,
-        },
+        BodyLimits::new(&state, &client.name, json_limit),
     )
     .await?;
     // `Data` is borrowed from the body unless it holds a JSON escape (`\/` is common); then the parser
@@ -346,14 +339,7 @@ async fn read_item_stream(
     let (data, reserved) = read_body(
         headers,
         body,
-        BodyLimits {
-            limit: state.max_item_bytes,
-            item_limit: state.max_item_bytes,
-            idle: state.client_body_timeout,
-            budget: &state.budget,
-            client: &client.name,
-            min_rate: state.min_upload_bytes_per_sec,
-        },
+        BodyLimits::new(state, &client.name, state.max_item_bytes),
     )
     .await?;
     crate::fts::check(&data).map_err(|error| {
@@ -375,6 +361,7 @@ fn looks_like_base64(data: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"+/=\r\n".contains(b))
 }
 
-fn encode_segment(segment: &str) -> String {
+/// A path segment, percent-encoded for a `Location` or `nextLink`.
+pub(super) fn encode_segment(segment: &str) -> String {
     utf8_percent_encode(segment, SEGMENT).to_string()
 }

@@ -6,16 +6,18 @@
 
 mod audit;
 mod error;
+mod export;
 mod import_task;
 mod input;
 mod items;
+mod read;
 mod request_id;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Extension, Json, Router};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -29,7 +31,7 @@ pub use request_id::X_REQUEST_ID;
 use crate::access::{Client, Operation};
 use crate::app::AppState;
 use crate::graph::CallContext;
-use crate::ids::MailboxRef;
+use crate::ids::{FolderRef, MailboxRef};
 use items::{create_item, import_item_json, update_item};
 use request_id::{assign_request_id, graph_client_request_id};
 
@@ -40,6 +42,8 @@ const ITEMS: &str = "/v1/mailboxes/{mailbox}/folders/{folder}/items";
 const ITEM: &str = "/v1/mailboxes/{mailbox}/folders/{folder}/items/{itemId}";
 const IMPORT_ITEM: &str = "/v1/mailboxes/{mailbox}/importItem";
 const FOLDERS: &str = "/v1/mailboxes/{mailbox}/folders";
+const EXPORT_FOLDER: &str = "/v1/mailboxes/{mailbox}/folders/{folder}/export";
+const EXPORT_ITEMS: &str = "/v1/mailboxes/{mailbox}/exportItems";
 
 /// Whether a route needs an authenticated client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +65,26 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>, Guard)> {
             Guard::Client,
         ),
         (Method::GET, FOLDERS, get(list_folders), Guard::Client),
+        (Method::GET, ITEMS, get(read::list_items), Guard::Client),
+        (Method::GET, ITEM, get(read::get_item), Guard::Client),
+        (
+            Method::DELETE,
+            ITEM,
+            delete(read::delete_item),
+            Guard::Client,
+        ),
+        (
+            Method::GET,
+            EXPORT_FOLDER,
+            get(export::export_folder),
+            Guard::Client,
+        ),
+        (
+            Method::POST,
+            EXPORT_ITEMS,
+            post(read::export_items_json),
+            Guard::Client,
+        ),
         (Method::GET, "/healthz", get(healthz), Guard::Open),
         (Method::GET, "/readyz", get(readyz), Guard::Open),
         (Method::GET, "/openapi.yaml", get(openapi), Guard::Open),
@@ -132,7 +156,7 @@ async fn list_folders(
     let Path(mailbox) = path?;
     let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
     authorize(&state, &client, &mailbox, Operation::ListFolders)?;
-    let context = CallContext::new(graph_client_request_id(), state.retry);
+    let context = graph_context(&state);
     let mailbox_id = state.graph.resolve_mailbox(&mailbox, &context).await?;
     let folders = state.graph.list_folders(&mailbox_id, &context).await?;
     Ok(Json(json!({ "mailboxId": mailbox_id, "value": folders })).into_response())
@@ -200,6 +224,26 @@ fn authorize(
         audit::denied(client, mailbox, operation, &error);
         Err(error)
     }
+}
+
+/// The Graph call context of one client request: its `client-request-id` and retry budget.
+fn graph_context(state: &AppState) -> CallContext {
+    CallContext::new(graph_client_request_id(), state.retry)
+}
+
+/// The ids of a mailbox and one of its folders, as clients name them.
+async fn resolve(
+    state: &AppState,
+    mailbox: &MailboxRef,
+    folder: &FolderRef,
+    context: &CallContext,
+) -> Result<(String, String), crate::graph::GraphError> {
+    let mailbox_id = state.graph.resolve_mailbox(mailbox, context).await?;
+    let folder_id = state
+        .graph
+        .resolve_folder(&mailbox_id, folder, context)
+        .await?;
+    Ok((mailbox_id, folder_id))
 }
 
 /// `GET /healthz`: the process is up. Cheap by design.

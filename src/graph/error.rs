@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::auth::AuthError;
+use crate::budget::BudgetError;
 
 /// A failed upstream call, with what we were doing and what the upstream said.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -76,6 +77,12 @@ pub enum ErrorKind {
     /// Graph says the app lacks a permission (403).
     #[error("the app lacks a Graph permission")]
     Forbidden,
+    /// Exchange refused to delete the item (403 to a delete: a hold or retention keeps it).
+    #[error("Exchange refused to delete the item (a hold or retention policy keeps it, or the app may not hard-delete; a soft delete may still work)")]
+    DeleteRefused,
+    /// The upstream's answer did not fit in the gateway's memory budget.
+    #[error("the upstream's answer does not fit in the memory budget")]
+    Budget(BudgetError),
     /// Any other 4xx: the gateway sent something the upstream did not accept.
     #[error("the upstream rejected the request")]
     Rejected,

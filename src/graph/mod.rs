@@ -11,7 +11,9 @@
 
 mod body;
 mod error;
+mod export;
 mod import;
+mod items;
 mod pacing;
 mod per_mailbox;
 mod resolve;
@@ -21,7 +23,9 @@ mod sessions;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use moka::future::Cache;
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use thread_local::ThreadLocal;
@@ -29,13 +33,16 @@ use url::Url;
 
 // What the rest of the gateway uses; everything else here is graph's own.
 pub(crate) use error::{ErrorKind, GraphError, Missing};
+pub(crate) use export::{Exported, MAX_EXPORT_IDS};
 pub(crate) use import::{ImportMode, ImportRequest, ImportedItem};
+pub(crate) use items::{decode_page_token, Disposal, ItemPage, ItemSummary, PageQuery};
 pub(crate) use pacing::MailboxPacer;
 pub(crate) use retry::CallContext;
 
 use sessions::SessionCache;
 
 use crate::auth::{Credential, CredentialError, TokenProvider};
+use crate::budget::{BudgetError, MemoryBudget, Reservation};
 use crate::config::{ImportHosts, TenantConfig, Timeouts};
 use crate::metrics::Metrics;
 use error::{classify_graph_status, transport_error, upstream_answer};
@@ -62,6 +69,8 @@ pub struct GraphClient {
     mailboxes: Cache<String, String>,
     /// (mailbox id, well-known name) to folder id.
     folders: Cache<(String, &'static str), String>,
+    /// Single-item reads waiting to share an exportItems call.
+    batches: export::ExportBatches,
 }
 
 impl GraphClient {
@@ -96,6 +105,7 @@ impl GraphClient {
                 .max_capacity(RESOLVED_ID_CAPACITY)
                 .time_to_live(RESOLVED_ID_TTL)
                 .build(),
+            batches: export::ExportBatches::default(),
         })
     }
 
@@ -110,10 +120,6 @@ impl GraphClient {
     }
 
     /// Calls a Graph endpoint with the app token and reads its JSON answer.
-    ///
-    /// Calls about a mailbox wait for the mailbox's turn first. A 401 drops the token and tries once more
-    /// with a fresh one (Graph did not act on a request it refused); throttling holds the mailbox and, like
-    /// timeouts and lost connections, is retried within the request's budget.
     async fn graph_json<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -123,6 +129,39 @@ impl GraphClient {
         mailbox_id: Option<&str>,
         context: &CallContext,
     ) -> Result<T, GraphError> {
+        let call = Call {
+            method,
+            url,
+            json: None,
+            action,
+            endpoint,
+            mailbox_id,
+            held: None,
+        };
+        let (body, _) = self.graph_call(call, context).await?;
+        parse_json(&body).map_err(|e| invalid_json(action, e))
+    }
+
+    /// Calls a Graph endpoint with the app token and reads its answer's body.
+    ///
+    /// Calls about a mailbox wait for the mailbox's turn first. A 401 drops the token and tries once more
+    /// with a fresh one (Graph did not act on a request it refused); throttling holds the mailbox and, like
+    /// timeouts and lost connections, is retried within the request's budget. Every call the gateway
+    /// makes through here reads or removes, so trying one again after a lost answer is safe.
+    async fn graph_call(
+        &self,
+        call: Call<'_>,
+        context: &CallContext,
+    ) -> Result<(Bytes, Option<Reservation>), GraphError> {
+        let Call {
+            method,
+            url,
+            json,
+            action,
+            endpoint,
+            mailbox_id,
+            held,
+        } = call;
         let mut token_renewed = false;
         for attempt in 1.. {
             let permit = match mailbox_id {
@@ -140,15 +179,24 @@ impl GraphClient {
                 .bearer_auth(token.bearer())
                 .header("client-request-id", &context.request_id)
                 .timeout(self.timeouts.request);
-            if method == Method::POST {
-                request = request.header(reqwest::header::CONTENT_LENGTH, 0);
-            }
+            request = match &json {
+                Some(json) => request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json.clone()),
+                None if method == Method::POST => {
+                    request.header(reqwest::header::CONTENT_LENGTH, 0)
+                }
+                None => request,
+            };
             let answer = match request.send().await {
                 Ok(response) => {
                     let (status, headers) = (response.status(), response.headers().clone());
-                    response.bytes().await.map(|body| (status, headers, body))
+                    let budget = held.filter(|_| status.is_success());
+                    read_answer(response, budget)
+                        .await
+                        .map(|(body, reserved)| (status, headers, body, reserved))
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(AnswerError::Transport(e)),
             };
             if let Some(permit) = permit {
                 permit.release().await;
@@ -158,23 +206,21 @@ impl GraphClient {
                 answer.as_ref().ok().map(|(status, ..)| status.as_u16()),
             );
             let error = match answer {
-                Err(e) => transport_error(action, e),
-                Ok((status, _, body)) if status.is_success() => {
-                    return serde_json::from_slice(&body).map_err(|e| {
-                        GraphError::new(
-                            action,
-                            ErrorKind::InvalidResponse(format!("unexpected JSON: {e}")),
-                        )
-                    });
+                Err(AnswerError::Transport(e)) => transport_error(action, e),
+                Err(AnswerError::Budget(e)) => {
+                    return Err(GraphError::new(action, ErrorKind::Budget(e)))
                 }
-                Ok((StatusCode::UNAUTHORIZED, _, _)) if !token_renewed => {
+                Ok((status, _, body, reserved)) if status.is_success() => {
+                    return Ok((body, reserved));
+                }
+                Ok((StatusCode::UNAUTHORIZED, ..)) if !token_renewed => {
                     tracing::info!("Graph refused the app token; requesting a new one");
                     self.tokens.invalidate(&token);
                     self.metrics.retry("token_refused");
                     token_renewed = true;
                     continue;
                 }
-                Ok((status, headers, body)) => {
+                Ok((status, headers, body, _)) => {
                     let answer = upstream_answer(status, &headers, &body);
                     tracing::warn!(
                         status = status.as_u16(),
@@ -184,12 +230,7 @@ impl GraphClient {
                     );
                     GraphError {
                         action: action.to_owned(),
-                        kind: classify_graph_status(
-                            status,
-                            &headers,
-                            answer.code.as_deref(),
-                            endpoint.missing(),
-                        ),
+                        kind: endpoint.classify(status, &headers, answer.code.as_deref()),
                         upstream: Some(answer),
                     }
                 }
@@ -235,6 +276,74 @@ impl std::fmt::Debug for GraphClient {
     }
 }
 
+/// One call to Graph: what to send, where, and what the answer's bytes are held against.
+struct Call<'a> {
+    method: Method,
+    url: Url,
+    /// A JSON body; calls without one send none (a POST says `Content-Length: 0`).
+    json: Option<Bytes>,
+    /// What the gateway was doing, for errors and logs.
+    action: &'a str,
+    endpoint: Endpoint,
+    /// The mailbox the call is about, which waits for the mailbox's turn.
+    mailbox_id: Option<&'a str>,
+    /// The memory budget a successful answer's body is reserved from as it arrives (large answers).
+    held: Option<&'a MemoryBudget>,
+}
+
+/// Why an answer could not be read.
+enum AnswerError {
+    Transport(reqwest::Error),
+    Budget(BudgetError),
+}
+
+/// Reads an answer's body. With a budget, its bytes are reserved before they are kept (the announced
+/// length at once, else as they arrive), and the buffer is allocated once for an announced length.
+async fn read_answer(
+    mut response: reqwest::Response,
+    budget: Option<&MemoryBudget>,
+) -> Result<(Bytes, Option<Reservation>), AnswerError> {
+    let Some(budget) = budget else {
+        let body = response.bytes().await.map_err(AnswerError::Transport)?;
+        return Ok((body, None));
+    };
+    let mut reserved = budget.empty();
+    let announced = response
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok());
+    if let Some(announced) = announced {
+        budget
+            .grow(&mut reserved, announced)
+            .await
+            .map_err(AnswerError::Budget)?;
+    }
+    let mut body = Vec::with_capacity(announced.unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(AnswerError::Transport)? {
+        let needed = (body.len() + chunk.len()).saturating_sub(reserved.bytes());
+        if needed > 0 {
+            budget
+                .grow(&mut reserved, needed)
+                .await
+                .map_err(AnswerError::Budget)?;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((Bytes::from(body), Some(reserved)))
+}
+
+/// Reads a successful answer's JSON.
+fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+/// The error for a successful answer whose JSON is not what the endpoint documents.
+fn invalid_json(action: &str, error: serde_json::Error) -> GraphError {
+    GraphError::new(
+        action,
+        ErrorKind::InvalidResponse(format!("unexpected JSON: {error}")),
+    )
+}
+
 /// The Graph endpoints the gateway calls: a metrics label, and what a 404 from each means.
 #[derive(Clone, Copy, Debug)]
 enum Endpoint {
@@ -246,6 +355,14 @@ enum Endpoint {
     Folders,
     /// `.../createImportSession`.
     Session,
+    /// `.../exportItems`.
+    Export,
+    /// `.../folders/{id}/items`.
+    Items,
+    /// `.../folders/{id}/items/{id}`.
+    Item,
+    /// `DELETE .../folders/{id}/items/{id}`.
+    Delete,
 }
 
 impl Endpoint {
@@ -255,13 +372,32 @@ impl Endpoint {
             Endpoint::Folder => "folder",
             Endpoint::Folders => "folders",
             Endpoint::Session => "session",
+            Endpoint::Export => "export",
+            Endpoint::Items => "items",
+            Endpoint::Item => "item",
+            Endpoint::Delete => "delete",
         }
     }
 
     fn missing(self) -> Missing {
         match self {
-            Endpoint::Folder => Missing::Folder,
-            Endpoint::Users | Endpoint::Folders | Endpoint::Session => Missing::Mailbox,
+            Endpoint::Folder | Endpoint::Items => Missing::Folder,
+            Endpoint::Item | Endpoint::Delete => Missing::Item,
+            Endpoint::Users | Endpoint::Folders | Endpoint::Session | Endpoint::Export => {
+                Missing::Mailbox
+            }
+        }
+    }
+
+    /// The kind of a non-2xx answer from this endpoint. A 403 to a delete is Exchange keeping the item
+    /// (a hold or retention); elsewhere it is a permission the app lacks.
+    fn classify(self, status: StatusCode, headers: &HeaderMap, code: Option<&str>) -> ErrorKind {
+        match (
+            self,
+            classify_graph_status(status, headers, code, self.missing()),
+        ) {
+            (Endpoint::Delete, ErrorKind::Forbidden) => ErrorKind::DeleteRefused,
+            (_, kind) => kind,
         }
     }
 }

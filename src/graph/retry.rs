@@ -20,7 +20,7 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// What one client request carries into every upstream call it causes.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CallContext {
     /// Sent to Graph as `client-request-id` (a GUID).
     pub request_id: String,
@@ -28,7 +28,7 @@ pub struct CallContext {
 }
 
 /// Attempts per call and time left for one client request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Budget {
     deadline: Instant,
     max_attempts: u32,

@@ -9,6 +9,7 @@ mod helpers;
 mod idempotency;
 mod items;
 mod observability;
+mod reads;
 mod replicas;
 mod resilience;
 mod security;
