@@ -14,6 +14,7 @@ pub mod audit_log;
 mod auth;
 pub mod batch_writer;
 mod budget;
+pub mod cli;
 pub mod config;
 pub mod fts;
 mod graph;

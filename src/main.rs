@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use exchange_simulator::{Simulator, SimulatorConfig, DEMO};
+use mailbox_gateway::cli;
 use mailbox_gateway::config::{
     keys, AuditLogTarget, Config, CredentialConfig, ImportHosts, LogFormat, LoggingSettings,
     Sources, TenantConfig,
@@ -44,6 +45,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: SocketAddr,
     },
+    /// Restores item streams (.fts files, directories of them, folder-export tars) through a gateway.
+    Restore(cli::restore::Args),
+    /// Exports a folder through a gateway into a tar file or a directory.
+    Export(cli::export::Args),
+    /// Decodes an item stream and prints what it holds.
+    Inspect(cli::inspect::Args),
+    /// Writes a well-formed sample item stream.
+    Sample(cli::sample::Args),
 }
 
 /// mimalloc: the gateway allocates and frees many small buffers per request, which per-thread free lists
@@ -64,6 +73,10 @@ async fn main() -> ExitCode {
             simulate,
         } => serve(config.as_deref(), listen, simulate).await,
         Command::Simulator { listen } => simulator(listen).await,
+        Command::Restore(args) => return cli::restore::run(args).await,
+        Command::Export(args) => return cli::export::run(args).await,
+        Command::Inspect(args) => return cli::inspect::run(args).await,
+        Command::Sample(args) => return cli::sample::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

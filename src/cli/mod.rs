@@ -1,0 +1,66 @@
+//! The operators' commands beside `serve` and `simulator`: `restore` a tree of item streams through a
+//! gateway, `export` a folder from one, `inspect` an item stream, and write a `sample` item.
+//!
+//! Each command is one file, with its arguments (clap) and a `run` that returns the process's exit
+//! status: 0 when everything succeeded, 1 when something failed, 2 for usage errors (clap's own).
+//! They talk to a gateway only over its HTTP API, as any client would.
+
+pub mod export;
+pub mod inspect;
+pub mod progress;
+pub mod restore;
+pub mod sample;
+
+use std::path::Path;
+
+use secrecy::SecretString;
+
+/// The environment variable a command reads the gateway API key from when no `--api-key-file` is given.
+pub const API_KEY_ENV: &str = "MAILBOX_GATEWAY_API_KEY";
+
+/// The client's API key: from `file` (its first line, trimmed), else from `MAILBOX_GATEWAY_API_KEY`,
+/// else none (a gateway without authentication). Never printed.
+pub fn api_key(file: Option<&Path>) -> Result<Option<SecretString>, String> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read the API key file {}: {e}", file.display()))?;
+        let key = text.lines().next().unwrap_or("").trim();
+        if key.is_empty() {
+            return Err(format!("the API key file {} is empty", file.display()));
+        }
+        return Ok(Some(SecretString::from(key.to_owned())));
+    }
+    Ok(std::env::var(API_KEY_ENV)
+        .ok()
+        .filter(|key| !key.trim().is_empty())
+        .map(|key| SecretString::from(key.trim().to_owned())))
+}
+
+/// The HTTP client the commands use to reach a gateway, sending the API key (if any) as a bearer token.
+pub fn gateway_client(key: Option<&SecretString>) -> reqwest::Client {
+    use secrecy::ExposeSecret;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                .expect("an API key is a valid header value");
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .user_agent(concat!("mailbox-gateway-cli/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client's TLS set-up is static")
+}
+
+/// `/v1/mailboxes/{mailbox}/folders/{folder}` on `gateway`, each segment percent-encoded.
+pub fn folder_url(gateway: &str, mailbox: &str, folder: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    format!(
+        "{}/v1/mailboxes/{}/folders/{}",
+        gateway.trim_end_matches('/'),
+        utf8_percent_encode(mailbox, NON_ALPHANUMERIC),
+        utf8_percent_encode(folder, NON_ALPHANUMERIC),
+    )
+}

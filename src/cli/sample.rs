@@ -1,0 +1,13 @@
+//! `mailbox-gateway sample`.
+
+use std::process::ExitCode;
+
+/// The arguments of `mailbox-gateway sample`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the command.
+pub async fn run(_args: Args) -> ExitCode {
+    eprintln!("error: not built yet");
+    ExitCode::FAILURE
+}
