@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{audit, authorize, ApiError};
 use crate::access::{Client, Operation};
@@ -126,7 +127,10 @@ pub async fn export_folder(
         missing: Vec::new(),
         bytes: 0,
     };
-    tokio::spawn(export.run(page));
+    // Tracked like an import, so a shutdown lets it finish; with the request's ids, for its audit line.
+    state.tasks.spawn(
+        super::request_id::carry_request_id(export.run(page)).instrument(tracing::Span::current()),
+    );
     let body = Body::from_stream(tokio_stream_from(receiver));
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
@@ -242,7 +246,7 @@ impl FolderExport {
             page = self
                 .state
                 .graph
-                .list_items(&self.mailbox_id, &self.folder_id, &query, &self.context)
+                .list_items(&self.mailbox_id, &self.folder_id, &query, &self.call())
                 .await?;
         }
         let index = Index {
@@ -265,7 +269,7 @@ impl FolderExport {
         let batch = self
             .state
             .graph
-            .export_items(&self.mailbox_id, &ids, &self.state.budget, &self.context)
+            .export_items(&self.mailbox_id, &ids, &self.state.budget, &self.call())
             .await?;
         let _held = Arc::new(batch.held);
         for exported in batch.items {
@@ -298,6 +302,12 @@ impl FolderExport {
             }
         }
         Ok(())
+    }
+
+    /// A fresh retry budget for each call: an export of a large folder outlasts any one request's
+    /// budget, and each of its calls deserves the waits a single request would get.
+    fn call(&self) -> CallContext {
+        CallContext::new(self.context.request_id.clone(), self.state.retry)
     }
 
     async fn send(&self, chunks: Vec<Bytes>) -> Result<(), Stop> {

@@ -24,6 +24,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, Problem};
+pub use export::{entry_name, ERROR_ENTRY, INDEX_ENTRY};
 pub use input::IDEMPOTENCY_KEY;
 pub use items::IDEMPOTENT_REPLAYED;
 pub use request_id::X_REQUEST_ID;

@@ -12,6 +12,7 @@ pub mod restore;
 pub mod sample;
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use secrecy::SecretString;
 
@@ -20,13 +21,20 @@ pub const API_KEY_ENV: &str = "MAILBOX_GATEWAY_API_KEY";
 
 /// The client's API key: from `file` (its first line, trimmed), else from `MAILBOX_GATEWAY_API_KEY`,
 /// else none (a gateway without authentication). Never printed.
-pub fn api_key(file: Option<&Path>) -> Result<Option<SecretString>, String> {
+pub fn api_key(file: Option<&Path>) -> Result<Option<SecretString>, Failure> {
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read the API key file {}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Failure::Usage(format!(
+                "cannot read the API key file {}: {e}",
+                file.display()
+            ))
+        })?;
         let key = text.lines().next().unwrap_or("").trim();
         if key.is_empty() {
-            return Err(format!("the API key file {} is empty", file.display()));
+            return Err(Failure::Usage(format!(
+                "the API key file {} is empty",
+                file.display()
+            )));
         }
         return Ok(Some(SecretString::from(key.to_owned())));
     }
@@ -34,6 +42,41 @@ pub fn api_key(file: Option<&Path>) -> Result<Option<SecretString>, String> {
         .ok()
         .filter(|key| !key.trim().is_empty())
         .map(|key| SecretString::from(key.trim().to_owned())))
+}
+
+/// Why a command stopped: a usage error (exit status 2) or a failure (exit status 1).
+#[derive(Debug)]
+pub enum Failure {
+    Usage(String),
+    Run(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::Run(message)
+    }
+}
+
+impl Failure {
+    /// Says why on stderr and gives the exit status.
+    pub fn exit(self) -> ExitCode {
+        let (status, message) = match self {
+            Failure::Usage(message) => (2, message),
+            Failure::Run(message) => (1, message),
+        };
+        eprintln!("error: {message}");
+        ExitCode::from(status)
+    }
+}
+
+/// The mailbox and folder as the gateway reads them (addresses and well-known names in lower case), or
+/// why the gateway would refuse them.
+pub fn target(mailbox: &str, folder: &str) -> Result<(String, String), Failure> {
+    let mailbox = crate::ids::MailboxRef::parse(mailbox)
+        .map_err(|e| Failure::Usage(format!("--mailbox: {e}")))?;
+    let folder = crate::ids::FolderRef::parse(folder)
+        .map_err(|e| Failure::Usage(format!("--folder: {e}")))?;
+    Ok((mailbox.to_string(), folder.to_string()))
 }
 
 /// The HTTP client the commands use to reach a gateway, sending the API key (if any) as a bearer token.

@@ -60,7 +60,9 @@ impl Exported {
     /// The error a client is told for a per-item failure: a missing item is 404, anything else a
     /// refusal by the upstream.
     pub fn failure(action: &str, code: &str, message: &str) -> GraphError {
-        let kind = if code.contains("NotFound") || code == "ErrorInvalidId" {
+        // A malformed id names no item either (Exchange answers ErrorInvalidId or
+        // ErrorInvalidIdMalformed for it).
+        let kind = if code.contains("NotFound") || code.starts_with("ErrorInvalidId") {
             ErrorKind::NotFound(Missing::Item)
         } else {
             ErrorKind::Rejected
