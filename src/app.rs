@@ -108,6 +108,7 @@ impl AppState {
             access: Arc::new(access),
             graph: Arc::new(GraphClient::new(
                 &config.tenant,
+                config.graph_access,
                 config.timeouts,
                 pacer,
                 metrics.clone(),
@@ -154,6 +155,7 @@ pub async fn run(
         scheme,
         tenant = %config.tenant.tenant_id,
         auth = config.access.mode(),
+        graph_access = ?config.graph_access,
         clients = config.access.named_clients(),
         rules = config.access.rules.len(),
         shared_state = if config.shared_state.is_some() { "redis" } else { "memory" },

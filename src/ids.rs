@@ -39,6 +39,8 @@ pub enum MailboxRef {
     Id(String),
     /// A user's address (UPN), resolved through the user's Exchange settings. Stored lower-case.
     Address(String),
+    /// `me`: the signed-in user's own mailbox (delegated mode only).
+    Me,
 }
 
 /// A folder, as a client may name it.
@@ -58,6 +60,9 @@ pub struct InvalidId(pub String);
 impl MailboxRef {
     /// Parses a mailbox id (`MBX:...@...`) or a user's address.
     pub fn parse(value: &str) -> Result<MailboxRef, InvalidId> {
+        if value.eq_ignore_ascii_case("me") {
+            return Ok(MailboxRef::Me);
+        }
         if value.is_empty() || value.len() > MAX_MAILBOX_LEN {
             return Err(InvalidId(format!(
                 "a mailbox must be 1 to {MAX_MAILBOX_LEN} characters long"
@@ -89,7 +94,7 @@ impl MailboxRef {
             Ok(MailboxRef::Address(value.to_ascii_lowercase()))
         } else {
             Err(InvalidId(
-                "a mailbox must be a mailbox id (MBX:...@...) or a user's address \
+                "a mailbox must be a mailbox id (MBX:...@...), a user's address \
                  (letters, digits, '.', '_', '+', '-' before the @, a domain after it)"
                     .into(),
             ))
@@ -101,6 +106,7 @@ impl fmt::Display for MailboxRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MailboxRef::Id(id) | MailboxRef::Address(id) => f.write_str(id),
+            MailboxRef::Me => f.write_str("me"),
         }
     }
 }

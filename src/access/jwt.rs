@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use url::Url;
 
@@ -52,9 +52,17 @@ pub enum JwtError {
 }
 
 /// Verifies bearer JWTs against one issuer and audience.
+/// A token that passed every check: the client's name and, in delegated mode, the user.
+#[derive(Debug)]
+pub struct Verified {
+    pub name: String,
+    pub user: Option<super::User>,
+}
+
 pub struct JwtVerifier {
     issuer: String,
-    audience: String,
+    audiences: Vec<String>,
+    users: bool,
     client_claim: String,
     keys: Keys,
 }
@@ -92,7 +100,7 @@ impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
+            .field("audiences", &self.audiences)
             .field("client_claim", &self.client_claim)
             .finish_non_exhaustive()
     }
@@ -136,14 +144,18 @@ impl JwtVerifier {
         }
         Ok(JwtVerifier {
             issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
+            audiences: std::iter::once(&config.audience)
+                .chain(&config.extra_audiences)
+                .cloned()
+                .collect(),
+            users: config.users,
             client_claim: config.client_claim.clone(),
             keys,
         })
     }
 
     /// The client name carried by a valid `token`.
-    pub async fn verify(&self, token: &str) -> Result<String, JwtError> {
+    pub async fn verify(&self, token: &str) -> Result<Verified, JwtError> {
         check_header_extensions(token)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
@@ -181,7 +193,7 @@ impl JwtVerifier {
         };
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        validation.set_audience(&self.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
@@ -192,17 +204,43 @@ impl JwtVerifier {
         )
         .map_err(|e| JwtError::Invalid(e.to_string()))?
         .claims;
-        claims
-            .get(&self.client_claim)
-            .and_then(|v| v.as_str())
-            .filter(|name| !name.is_empty())
-            .ok_or_else(|| JwtError::NoClientClaim(self.client_claim.clone()))
-            .and_then(|name| {
-                // The name goes into log and audit lines: nothing that could forge or split one.
-                super::is_safe_client_name(name)
-                    .then(|| name.to_owned())
-                    .ok_or_else(|| JwtError::UnsafeClientName(self.client_claim.clone()))
-            })
+        let text = |claim: &str| {
+            claims
+                .get(claim)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        let user = match self.users {
+            false => None,
+            true => {
+                let required = |claim: &str| {
+                    text(claim)
+                        .map(str::to_owned)
+                        .ok_or_else(|| JwtError::NoClientClaim(claim.to_owned()))
+                };
+                Some(super::User {
+                    tenant_id: required("tid")?,
+                    oid: required("oid")?,
+                    username: text("preferred_username").map(str::to_owned),
+                    token: SecretString::from(token.to_owned()),
+                    expires_at: claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0),
+                })
+            }
+        };
+        // A user without the configured claim is named by their object id.
+        let name = match (text(&self.client_claim), &user) {
+            (Some(name), _) => name,
+            (None, Some(user)) => user.oid.as_str(),
+            (None, None) => return Err(JwtError::NoClientClaim(self.client_claim.clone())),
+        };
+        // The name goes into log and audit lines: nothing that could forge or split one.
+        if !super::is_safe_client_name(name) {
+            return Err(JwtError::UnsafeClientName(self.client_claim.clone()));
+        }
+        Ok(Verified {
+            name: name.to_owned(),
+            user,
+        })
     }
 
     /// The key for `kid`, re-reading the JWKS once if it is unknown (rate-limited).

@@ -10,13 +10,16 @@ mod jwt;
 mod rules;
 mod settings;
 
+use std::sync::Arc;
+
 use http::HeaderMap;
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use jwt::{JwtError, JwtVerifier, MIN_REFRESH};
+pub use jwt::{JwtError, JwtVerifier, Verified, MIN_REFRESH};
 pub use rules::{parse_rules, MailboxPattern, Operation, Rule};
-pub use settings::{AccessConfig, AuthConfig, JwtConfig, JwtKeySource};
+pub use settings::{AccessConfig, AuthConfig, JwtConfig, JwtKeySource, UserTokenDefaults};
 
 use crate::ids::MailboxRef;
 
@@ -30,7 +33,43 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct Client {
     /// The configured name (api-key mode) or the configured claim's value (jwt mode).
     pub name: String,
+    /// In delegated mode, the signed-in user the request acts for.
+    pub user: Option<Arc<User>>,
 }
+
+impl Client {
+    /// A client known by name alone (api-key mode, or authentication off).
+    pub fn named(name: impl Into<String>) -> Client {
+        Client {
+            name: name.into(),
+            user: None,
+        }
+    }
+}
+
+/// A signed-in user, in delegated mode: who they are, and the token they sent, which the gateway
+/// exchanges for a Graph token acting for them. The token never shows in `Debug` output.
+#[derive(Debug)]
+pub struct User {
+    /// The user's tenant (`tid`).
+    pub tenant_id: String,
+    /// The user's object id (`oid`): what their delegated Graph token is cached by.
+    pub oid: String,
+    /// `preferred_username`, usually their address.
+    pub username: Option<String>,
+    /// The access token the caller sent (the on-behalf-of assertion).
+    pub token: SecretString,
+    /// When that token expires (`exp`, seconds since the epoch).
+    pub expires_at: u64,
+}
+
+impl PartialEq for User {
+    fn eq(&self, other: &User) -> bool {
+        self.tenant_id == other.tenant_id && self.oid == other.oid
+    }
+}
+
+impl Eq for User {}
 
 /// Why a caller was not let in. The reason is logged, never told to the caller beyond "not
 /// authenticated".
@@ -96,9 +135,7 @@ impl Access {
             })
             .map(str::trim);
         match &self.mode {
-            Mode::Open => Ok(Client {
-                name: ANONYMOUS.to_owned(),
-            }),
+            Mode::Open => Ok(Client::named(ANONYMOUS)),
             Mode::ApiKeys(keys) => {
                 let presented = bearer
                     .or_else(|| headers.get(X_API_KEY).and_then(|v| v.to_str().ok()))
@@ -111,24 +148,36 @@ impl Access {
                         found = Some(name);
                     }
                 }
-                found
-                    .map(|name| Client {
-                        name: name.to_owned(),
-                    })
-                    .ok_or(Unauthenticated::UnknownKey)
+                found.map(Client::named).ok_or(Unauthenticated::UnknownKey)
             }
             Mode::Jwt(verifier) => {
                 let token = bearer.ok_or(Unauthenticated::Missing)?;
+                let verified = verifier.verify(token).await?;
                 Ok(Client {
-                    name: verifier.verify(token).await?,
+                    name: verified.name,
+                    user: verified.user.map(Arc::new),
                 })
             }
         }
     }
 
     /// Whether `client` may do `operation` on `mailbox`.
+    ///
+    /// A signed-in user (delegated mode) without rules may do everything: Exchange itself lets their
+    /// token reach only their own mailbox. Rules, when given, narrow that; `me` is matched as the user's
+    /// address.
     pub fn allows(&self, client: &Client, mailbox: &MailboxRef, operation: Operation) -> bool {
-        self.is_open() || rules::allows(&self.rules, &client.name, mailbox, operation)
+        if self.is_open() {
+            return true;
+        }
+        match (&client.user, mailbox) {
+            (Some(_), _) if self.rules.is_empty() => true,
+            (Some(user), MailboxRef::Me) => user.username.as_deref().is_some_and(|address| {
+                MailboxRef::parse(address)
+                    .is_ok_and(|own| rules::allows(&self.rules, &client.name, &own, operation))
+            }),
+            _ => rules::allows(&self.rules, &client.name, mailbox, operation),
+        }
     }
 }
 
@@ -190,10 +239,8 @@ mod tests {
     async fn clients_get_only_what_their_rules_allow() {
         let access = api_key_access();
         let mailbox = MailboxRef::parse("adele@contoso.com").unwrap();
-        let ops = Client { name: "ops".into() };
-        let appliance = Client {
-            name: "appliance".into(),
-        };
+        let ops = Client::named("ops");
+        let appliance = Client::named("appliance");
         assert!(access.allows(&ops, &mailbox, Operation::ListFolders));
         assert!(!access.allows(&ops, &mailbox, Operation::Create));
         assert!(

@@ -36,9 +36,26 @@ pub enum AuthConfig {
 pub struct JwtConfig {
     pub issuer: String,
     pub audience: String,
+    /// Other audiences accepted (delegated mode accepts the app's client id and `api://<client id>`).
+    pub extra_audiences: Vec<String>,
     pub keys: JwtKeySource,
     /// The claim whose value is the client's name.
     pub client_claim: String,
+    /// Delegated mode: tokens are users' Entra tokens, whose `tid`, `oid` and `preferred_username` the
+    /// gateway reads, and which it exchanges on their behalf.
+    pub users: bool,
+}
+
+/// What delegated mode takes from the tenant for callers' tokens, where the settings say nothing: Entra's
+/// v2.0 issuer and JWKS for the tenant, and the gateway's own app as the audience.
+#[derive(Clone, Debug)]
+pub struct UserTokenDefaults {
+    /// `{authority}/{tenant}/v2.0`.
+    pub issuer: String,
+    /// `{authority}/{tenant}/discovery/v2.0/keys`.
+    pub jwks_url: Url,
+    /// `AZURE_CLIENT_ID`; `api://<client id>` is accepted too.
+    pub client_id: String,
 }
 
 /// Where the keys that sign clients' JWTs come from.
@@ -71,13 +88,26 @@ impl AccessConfig {
     /// Reads client authentication and rules. Secure by default: without authentication the gateway
     /// listens on loopback only, unless `--simulate` (whose tenant holds nothing real) or an explicit
     /// `MAILBOX_GATEWAY_ALLOW_UNAUTHENTICATED=true`.
+    ///
+    /// In delegated mode (`users` given) callers must send their Entra user tokens: `jwt` is required,
+    /// and the issuer, JWKS and audience default to the tenant's.
     pub(crate) fn load(
         sources: &Sources,
         listen: SocketAddr,
         simulate: bool,
+        users: Option<&UserTokenDefaults>,
     ) -> Result<AccessConfig, ConfigError> {
         let invalid = |key: &'static str, problem: String| ConfigError::Invalid { key, problem };
-        let auth = match sources.get(keys::AUTH).map(str::trim) {
+        let auth_mode = sources.get(keys::AUTH).map(str::trim);
+        if users.is_some() && auth_mode != Some("jwt") {
+            return Err(invalid(
+                keys::AUTH,
+                "MAILBOX_GATEWAY_GRAPH_ACCESS=delegated needs MAILBOX_GATEWAY_AUTH=jwt: callers send \
+                 their own Entra user tokens, which the gateway exchanges on their behalf"
+                    .into(),
+            ));
+        }
+        let auth = match auth_mode {
             None | Some("none") => {
                 let allowed = listen.ip().is_loopback()
                     || simulate
@@ -104,9 +134,10 @@ impl AccessConfig {
                 )
             }
             Some("jwt") => {
-                let required = |key: &'static str| {
+                let required = |key: &'static str, default: Option<&str>| {
                     sources
                         .get(key)
+                        .or(default)
                         .map(str::to_owned)
                         .ok_or_else(|| invalid(key, "jwt mode needs it".into()))
                 };
@@ -128,6 +159,9 @@ impl AccessConfig {
                             "must be at least 32 characters".into(),
                         ))
                     }
+                    (None, None, None) if users.is_some() => {
+                        JwtKeySource::JwksUrl(users.expect("checked").jwks_url.clone())
+                    }
                     _ => {
                         return Err(invalid(
                             keys::JWT_JWKS_URL,
@@ -137,14 +171,36 @@ impl AccessConfig {
                         ))
                     }
                 };
+                if users.is_some() && matches!(keys, JwtKeySource::Hs256(_)) {
+                    return Err(invalid(
+                        keys::JWT_HS256_SECRET,
+                        "delegated mode takes Entra user tokens, which are signed with the keys of \
+                         Entra's JWKS, not a shared secret"
+                            .into(),
+                    ));
+                }
+                let audience = required(keys::JWT_AUDIENCE, users.map(|u| u.client_id.as_str()))?;
+                // Entra writes the app's client id or its Application ID URI into `aud`.
+                let extra_audiences = match users {
+                    Some(users) if sources.get(keys::JWT_AUDIENCE).is_none() => {
+                        vec![format!("api://{}", users.client_id)]
+                    }
+                    _ => Vec::new(),
+                };
                 AuthConfig::Jwt(JwtConfig {
-                    issuer: required(keys::JWT_ISSUER)?,
-                    audience: required(keys::JWT_AUDIENCE)?,
+                    issuer: required(keys::JWT_ISSUER, users.map(|u| u.issuer.as_str()))?,
+                    audience,
+                    extra_audiences,
                     keys,
                     client_claim: sources
                         .get(keys::JWT_CLIENT_CLAIM)
-                        .unwrap_or("azp")
+                        .unwrap_or(if users.is_some() {
+                            "preferred_username"
+                        } else {
+                            "azp"
+                        })
                         .to_owned(),
+                    users: users.is_some(),
                 })
             }
             Some(other) => {
@@ -160,7 +216,7 @@ impl AccessConfig {
                 super::parse_rules(json).map_err(|problem| invalid(keys::ACCESS_RULES, problem))?
             }
         };
-        if !matches!(auth, AuthConfig::None) && rules.is_empty() {
+        if !matches!(auth, AuthConfig::None) && rules.is_empty() && users.is_none() {
             tracing::warn!("client authentication is on but MAILBOX_GATEWAY_ACCESS_RULES is empty: every request will be denied");
         }
         Ok(AccessConfig { auth, rules })

@@ -36,6 +36,7 @@ pub(super) fn import(
     tracing::info!(
         target: "audit",
         client = %command.client.name,
+        user_oid = command.client.user.as_ref().map(|u| u.oid.as_str()),
         mailbox = %command.mailbox,
         mailbox_id,
         folder = %command.folder,
@@ -76,6 +77,7 @@ pub(super) fn read(event: &ReadEvent<'_>) {
     tracing::info!(
         target: "audit",
         client = %event.client.name,
+        user_oid = event.client.user.as_ref().map(|u| u.oid.as_str()),
         operation = event.operation,
         mailbox = %event.mailbox,
         folder = event.folder.map(tracing::field::display),
@@ -104,6 +106,7 @@ pub(super) fn delete(
     tracing::info!(
         target: "audit",
         client = %client.name,
+        user_oid = client.user.as_ref().map(|u| u.oid.as_str()),
         mailbox = %mailbox,
         folder = %folder,
         item_id,
@@ -136,6 +139,7 @@ pub(super) fn denied(
     tracing::warn!(
         target: "audit",
         client = %client.name,
+        user_oid = client.user.as_ref().map(|u| u.oid.as_str()),
         mailbox = %mailbox,
         operation = %operation,
         status = error.status().as_u16(),

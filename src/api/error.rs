@@ -365,6 +365,12 @@ fn classify_upstream(error: &GraphError) -> (StatusCode, &'static str, &'static 
             "upstream_forbidden",
             "App lacks a Graph permission",
         ),
+        ErrorKind::NotTheUsers => (S::FORBIDDEN, "forbidden", "Not allowed"),
+        ErrorKind::Delegation(_) => (
+            S::FORBIDDEN,
+            "delegation_refused",
+            "Entra ID refused to act for the user",
+        ),
         ErrorKind::DeleteRefused => (S::CONFLICT, "delete_refused", "Exchange keeps the item"),
         // Converted to the budget's own problems in `From<GraphError>`.
         ErrorKind::Budget(_) => (S::SERVICE_UNAVAILABLE, "over_capacity", "Over capacity"),
@@ -414,6 +420,9 @@ impl IntoResponse for ApiError {
                     problem.graph_error_code = upstream.code.clone();
                 }
                 if let ErrorKind::Auth(AuthError::Rejected {
+                    aadsts, trace_id, ..
+                })
+                | ErrorKind::Delegation(AuthError::Rejected {
                     aadsts, trace_id, ..
                 }) = &error.kind
                 {

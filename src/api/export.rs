@@ -81,7 +81,7 @@ pub async fn export_folder(
     let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
     let folder = FolderRef::parse(&folder).map_err(ApiError::InvalidFolder)?;
     authorize(&state, &client, &mailbox, Operation::Read)?;
-    let context = super::graph_context(&state);
+    let context = super::graph_context(&state, &client);
     // The mailbox, the folder and the first page are found before answering, so the common failures
     // (no such mailbox or folder, throttling) are a problem response rather than a broken archive.
     let first = async {
@@ -308,6 +308,7 @@ impl FolderExport {
     /// budget, and each of its calls deserves the waits a single request would get.
     fn call(&self) -> CallContext {
         CallContext::new(self.context.request_id.clone(), self.state.retry)
+            .acting_for(self.client.user.clone())
     }
 
     async fn send(&self, chunks: Vec<Bytes>) -> Result<(), Stop> {

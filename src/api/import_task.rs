@@ -164,7 +164,8 @@ async fn import(
     state: &AppState,
     command: &ImportCommand,
 ) -> Result<(String, ImportedItem), ApiError> {
-    let context = CallContext::new(super::request_id::graph_client_request_id(), state.retry);
+    let context = CallContext::new(super::request_id::graph_client_request_id(), state.retry)
+        .acting_for(command.client.user.clone());
     let mailbox_id = state
         .graph
         .resolve_mailbox(&command.mailbox, &context)

@@ -157,7 +157,7 @@ async fn list_folders(
     let Path(mailbox) = path?;
     let mailbox = MailboxRef::parse(&mailbox).map_err(ApiError::InvalidMailbox)?;
     authorize(&state, &client, &mailbox, Operation::ListFolders)?;
-    let context = graph_context(&state);
+    let context = graph_context(&state, &client);
     let mailbox_id = state.graph.resolve_mailbox(&mailbox, &context).await?;
     let folders = state.graph.list_folders(&mailbox_id, &context).await?;
     Ok(Json(json!({ "mailboxId": mailbox_id, "value": folders })).into_response())
@@ -228,8 +228,8 @@ fn authorize(
 }
 
 /// The Graph call context of one client request: its `client-request-id` and retry budget.
-fn graph_context(state: &AppState) -> CallContext {
-    CallContext::new(graph_client_request_id(), state.retry)
+fn graph_context(state: &AppState, client: &Client) -> CallContext {
+    CallContext::new(graph_client_request_id(), state.retry).acting_for(client.user.clone())
 }
 
 /// The ids of a mailbox and one of its folders, as clients name them.

@@ -48,7 +48,7 @@ pub async fn get_item(
     let (mailbox, folder, item_id) = item_path(path)?;
     authorize(&state, &client, &mailbox, Operation::Read)?;
     let if_none_match = if_none_match_change_key(&headers)?;
-    let context = super::graph_context(&state);
+    let context = super::graph_context(&state, &client);
     let outcome = async {
         let mailbox_id = state.graph.resolve_mailbox(&mailbox, &context).await?;
         if let Some(seen) = &if_none_match {
@@ -223,7 +223,7 @@ pub async fn list_items(
     let folder = FolderRef::parse(&folder_text).map_err(ApiError::InvalidFolder)?;
     authorize(&state, &client, &mailbox, Operation::Read)?;
     let query = ListQuery::parse(query.as_deref())?;
-    let context = super::graph_context(&state);
+    let context = super::graph_context(&state, &client);
     let outcome = async {
         let (mailbox_id, folder_id) = super::resolve(&state, &mailbox, &folder, &context).await?;
         let page = state
@@ -290,7 +290,7 @@ pub async fn delete_item(
         true => Some(if_match_change_key(&headers)?),
         false => None,
     };
-    let context = super::graph_context(&state);
+    let context = super::graph_context(&state, &client);
     let outcome = async {
         let (mailbox_id, folder_id) = super::resolve(&state, &mailbox, &folder, &context).await?;
         if let Some(expected) = &expected {
@@ -406,7 +406,7 @@ pub async fn export_items_json(
     for id in &request.item_ids {
         check_exchange_id(id, "item").map_err(ApiError::InvalidItemId)?;
     }
-    let context = super::graph_context(&state);
+    let context = super::graph_context(&state, &client);
     let outcome = async {
         let mailbox_id = state.graph.resolve_mailbox(&mailbox, &context).await?;
         let mut batch = state

@@ -28,6 +28,8 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// quarters of its life instead).
 const REFRESH_SKEW: Duration = Duration::from_secs(5 * 60);
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The on-behalf-of grant type.
+const OBO_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// How the application proves its identity, ready to use.
 #[derive(Clone, Debug)]
@@ -70,7 +72,8 @@ impl AccessToken {
         self.value.expose_secret()
     }
 
-    fn is_fresh(&self) -> bool {
+    /// Whether the token is good for a while yet (not within its refresh margin).
+    pub fn is_fresh(&self) -> bool {
         Instant::now() < self.refresh_at
     }
 }
@@ -183,11 +186,44 @@ impl TokenProvider {
     }
 
     async fn request_token(&self) -> Result<AccessToken, AuthError> {
+        let form = vec![("grant_type", "client_credentials".to_owned())];
+        self.token_request(form, "app token", None).await
+    }
+
+    /// Exchanges a user's access token (`assertion`, valid until `assertion_expires`, seconds since the
+    /// epoch) for a Graph token acting for them: the OAuth 2.0 on-behalf-of grant, the app
+    /// authenticating itself as it does for its own token. The token is never used beyond the
+    /// assertion's own expiry.
+    pub async fn on_behalf_of(
+        &self,
+        assertion: &SecretString,
+        assertion_expires: u64,
+    ) -> Result<AccessToken, AuthError> {
+        let form = vec![
+            ("grant_type", OBO_GRANT.to_owned()),
+            ("requested_token_use", "on_behalf_of".to_owned()),
+            ("assertion", assertion.expose_secret().to_owned()),
+        ];
+        let token = self
+            .token_request(form, "delegated token", Some(assertion_expires))
+            .await;
+        self.metrics
+            .token_request(if token.is_ok() { "obo_ok" } else { "obo_error" });
+        token
+    }
+
+    /// One request to the token endpoint: `grant` plus the scope and the app's own authentication.
+    async fn token_request(
+        &self,
+        grant: Vec<(&'static str, String)>,
+        what: &str,
+        not_after: Option<u64>,
+    ) -> Result<AccessToken, AuthError> {
         let mut form: Vec<(&str, String)> = vec![
             ("client_id", self.client_id.clone()),
             ("scope", GRAPH_SCOPE.to_owned()),
-            ("grant_type", "client_credentials".to_owned()),
         ];
+        form.extend(grant);
         match &self.credential {
             Credential::Secret(secret) => {
                 form.push(("client_secret", secret.expose_secret().to_owned()));
@@ -245,17 +281,26 @@ impl TokenProvider {
                 trace_id: error.trace_id,
                 correlation_id: error.correlation_id,
             };
-            tracing::warn!(%error, "app token request failed");
+            tracing::warn!(%error, "{what} request failed");
             return Err(error);
         }
         let token: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| AuthError::InvalidResponse(status.as_u16()))?;
         let lifetime = Duration::from_secs(token.expires_in);
         let skew = REFRESH_SKEW.min(lifetime / 4);
-        tracing::info!(expires_in = token.expires_in, "obtained a Graph app token");
+        let mut refresh_at = started + lifetime - skew;
+        // Never beyond the token it was exchanged for.
+        if let Some(not_after) = not_after {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            refresh_at =
+                refresh_at.min(started + Duration::from_secs(not_after.saturating_sub(now)));
+        }
+        tracing::info!(expires_in = token.expires_in, "obtained a Graph {what}");
         Ok(AccessToken {
             value: SecretString::from(token.access_token),
-            refresh_at: started + lifetime - skew,
+            refresh_at,
         })
     }
 }

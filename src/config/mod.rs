@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::access::{AccessConfig, AuthConfig, JwtConfig, JwtKeySource};
+pub use crate::access::{AccessConfig, AuthConfig, JwtConfig, JwtKeySource, UserTokenDefaults};
 pub use crate::settings::keys::{self, KEYS};
 pub(crate) use crate::settings::{parse_or, positive};
 pub use crate::settings::{ConfigError, Sources};
@@ -53,11 +53,23 @@ pub const UPLOAD_RATE_GRACE: Duration = Duration::from_secs(10);
 /// Default largest item accepted: Exchange Online's own message size limit.
 pub const DEFAULT_MAX_ITEM_BYTES: u64 = 150 * 1024 * 1024;
 
+/// Whose Graph token the gateway calls Graph with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphAccess {
+    /// The app's own token (`MailboxItem.ImportExport.All`): every mailbox of the tenant.
+    Application,
+    /// Each caller's Entra user token, exchanged on their behalf (`MailboxItem.ImportExport`): only what
+    /// that user can reach.
+    Delegated,
+}
+
 /// The gateway's whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
+    /// Whose Graph token the gateway uses: its app's, or each caller's (delegated).
+    pub graph_access: GraphAccess,
     /// The Exchange Online tenant the gateway writes into.
     pub tenant: TenantConfig,
     /// Largest raw item accepted, in bytes.
@@ -207,11 +219,17 @@ impl Config {
             }
         };
         let simulate = tenant.is_some();
-        let access = AccessConfig::load(sources, listen, simulate)?;
         let tenant = match tenant {
             Some(tenant) => tenant,
             None => TenantConfig::load(sources)?,
         };
+        let graph_access = parse_or(sources, keys::GRAPH_ACCESS, "application", |v| match v {
+            "application" => Ok(GraphAccess::Application),
+            "delegated" => Ok(GraphAccess::Delegated),
+            _ => Err("must be application or delegated".to_owned()),
+        })?;
+        let users = (graph_access == GraphAccess::Delegated).then(|| tenant.user_token_defaults());
+        let access = AccessConfig::load(sources, listen, simulate, users.as_ref())?;
         let memory_budget = positive(sources, keys::MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET)?;
         Ok(Config {
             memory_budget,
@@ -236,6 +254,7 @@ impl Config {
                 _ => Err("must be sha256 or off".into()),
             })?,
             access,
+            graph_access,
             connections,
             tls,
             listen,
@@ -253,6 +272,7 @@ impl Config {
     /// The defaults for everything but the tenant (tests start from this).
     pub fn new(tenant: TenantConfig) -> Config {
         Config {
+            graph_access: GraphAccess::Application,
             listen: DEFAULT_LISTEN
                 .parse()
                 .expect("the default listen address parses"),

@@ -158,3 +158,18 @@ fn is_directory_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
+
+impl TenantConfig {
+    /// What delegated mode expects of callers' tokens by default: issued by this tenant's Entra ID
+    /// (v2.0), signed with its JWKS, for this app.
+    pub fn user_token_defaults(&self) -> crate::access::UserTokenDefaults {
+        let base = self.authority_host.as_str().trim_end_matches('/');
+        let tenant = &self.tenant_id;
+        crate::access::UserTokenDefaults {
+            issuer: format!("{base}/{tenant}/v2.0"),
+            jwks_url: Url::parse(&format!("{base}/{tenant}/discovery/v2.0/keys"))
+                .expect("the authority host is an http(s) URL"),
+            client_id: self.client_id.clone(),
+        }
+    }
+}

@@ -77,6 +77,13 @@ pub enum ErrorKind {
     /// Graph says the app lacks a permission (403).
     #[error("the app lacks a Graph permission")]
     Forbidden,
+    /// Acting for a user (delegated mode), Graph refused: the mailbox is not one the user may reach.
+    #[error("the signed-in user may not reach this mailbox")]
+    NotTheUsers,
+    /// The on-behalf-of exchange of the caller's token was refused (consent missing, an unknown user, a
+    /// refused assertion).
+    #[error("Entra ID refused to act for the signed-in user: {0}")]
+    Delegation(AuthError),
     /// Exchange refused to delete the item (403 to a delete: a hold or retention keeps it).
     #[error("Exchange refused to delete the item (a hold or retention policy keeps it, or the app may not hard-delete; a soft delete may still work)")]
     DeleteRefused,

@@ -291,8 +291,10 @@ impl ExportBatches {
         budget: &MemoryBudget,
         context: &CallContext,
     ) {
+        // One batch per mailbox and caller: in delegated mode a call carries one user's token.
+        let key = context.session_key(mailbox_id);
         let mut open = self.open.lock().expect("not poisoned");
-        let batch = open.entry(mailbox_id.to_owned()).or_insert_with(|| {
+        let batch = open.entry(key.clone()).or_insert_with(|| {
             let batch = Arc::new(OpenBatch {
                 readers: Mutex::new(Vec::new()),
                 full: Notify::new(),
@@ -300,6 +302,7 @@ impl ExportBatches {
             tokio::spawn(send_batch(
                 client.clone(),
                 mailbox_id.to_owned(),
+                key.clone(),
                 batch.clone(),
                 budget.clone(),
                 context.clone(),
@@ -318,7 +321,7 @@ impl ExportBatches {
             // Full: the next reader opens a new batch.
             batch.full.notify_one();
             drop(readers);
-            open.remove(mailbox_id);
+            open.remove(&key);
         }
     }
 }
@@ -327,6 +330,7 @@ impl ExportBatches {
 async fn send_batch(
     client: Arc<GraphClient>,
     mailbox_id: String,
+    key: String,
     batch: Arc<OpenBatch>,
     budget: MemoryBudget,
     context: CallContext,
@@ -337,11 +341,8 @@ async fn send_batch(
     }
     {
         let mut open = client.batches.open.lock().expect("not poisoned");
-        if open
-            .get(&mailbox_id)
-            .is_some_and(|b| Arc::ptr_eq(b, &batch))
-        {
-            open.remove(&mailbox_id);
+        if open.get(&key).is_some_and(|b| Arc::ptr_eq(b, &batch)) {
+            open.remove(&key);
         }
     }
     let readers = std::mem::take(&mut *batch.readers.lock().expect("not poisoned"));

@@ -81,7 +81,9 @@ impl GraphClient {
         for attempt in 1.. {
             let session = self
                 .sessions
-                .get(&target, || self.create_import_session(&target, context))
+                .get(&context.session_key(&target), || {
+                    self.create_import_session(&target, context)
+                })
                 .await?;
             let permit = self
                 .pacer
@@ -97,7 +99,8 @@ impl GraphClient {
                 Ok(item) => return Ok(item),
                 Err(AttemptError::SessionRefused(_)) if !renewed => {
                     tracing::info!(mailbox = %target, "import session refused; creating a new one");
-                    self.sessions.invalidate(&target, &session);
+                    self.sessions
+                        .invalidate(&context.session_key(&target), &session);
                     self.metrics.retry("session_refused");
                     renewed = true;
                 }

@@ -41,9 +41,9 @@ pub(crate) use retry::CallContext;
 
 use sessions::SessionCache;
 
-use crate::auth::{Credential, CredentialError, TokenProvider};
+use crate::auth::{AccessToken, Credential, CredentialError, TokenProvider};
 use crate::budget::{BudgetError, MemoryBudget, Reservation};
-use crate::config::{ImportHosts, TenantConfig, Timeouts};
+use crate::config::{GraphAccess, ImportHosts, TenantConfig, Timeouts};
 use crate::metrics::Metrics;
 use error::{classify_graph_status, transport_error, upstream_answer};
 
@@ -71,6 +71,11 @@ pub struct GraphClient {
     folders: Cache<(String, &'static str), String>,
     /// Single-item reads waiting to share an exportItems call.
     batches: export::ExportBatches,
+    /// Delegated mode: each user's own mailboxes, by (tenant, object id).
+    own: Cache<(String, String), resolve::OwnMailboxes>,
+    /// Delegated mode: each user's Graph token, by (tenant, object id). Never the raw caller token as a
+    /// key; concurrent exchanges for one user are coalesced.
+    delegated: Option<Cache<(String, String), AccessToken>>,
 }
 
 impl GraphClient {
@@ -78,6 +83,7 @@ impl GraphClient {
     /// certificate stops start-up.
     pub fn new(
         tenant: &TenantConfig,
+        access: GraphAccess,
         timeouts: Timeouts,
         pacer: MailboxPacer,
         metrics: Arc<Metrics>,
@@ -106,6 +112,16 @@ impl GraphClient {
                 .time_to_live(RESOLVED_ID_TTL)
                 .build(),
             batches: export::ExportBatches::default(),
+            own: Cache::builder()
+                .max_capacity(RESOLVED_ID_CAPACITY)
+                .time_to_live(RESOLVED_ID_TTL)
+                .build(),
+            delegated: (access == GraphAccess::Delegated).then(|| {
+                Cache::builder()
+                    .max_capacity(RESOLVED_ID_CAPACITY)
+                    .time_to_live(Duration::from_secs(2 * 60 * 60))
+                    .build()
+            }),
         })
     }
 
@@ -114,9 +130,62 @@ impl GraphClient {
         self.http.get_or(|| http_client(self.timeouts.connect))
     }
 
-    /// Whether an app token can be had now (for readiness).
+    /// Whether an app token can be had now (for readiness). In delegated mode there is no app token:
+    /// tokens come with callers.
     pub async fn check_token(&self) -> Result<(), crate::auth::AuthError> {
+        if self.delegated.is_some() {
+            return Ok(());
+        }
         self.tokens.token().await.map(drop)
+    }
+
+    /// The Graph token for a call: the app's, or in delegated mode the user's, exchanged on their behalf
+    /// once and reused until it is due for renewal.
+    async fn token_for(
+        &self,
+        context: &CallContext,
+        action: &str,
+    ) -> Result<AccessToken, GraphError> {
+        let (Some(users), Some(user)) = (&self.delegated, &context.user) else {
+            if self.delegated.is_some() {
+                // Every delegated request carries its user; a call without one is a bug, not a reason to
+                // fall back on a token the app may not even be allowed.
+                return Err(GraphError::new(
+                    action,
+                    ErrorKind::InvalidResponse("no user to act for in delegated mode".into()),
+                ));
+            }
+            return self
+                .tokens
+                .token()
+                .await
+                .map_err(|e| GraphError::new(action, e.into()));
+        };
+        let key = (user.tenant_id.clone(), user.oid.clone());
+        if let Some(token) = users.get(&key).await {
+            if token.is_fresh() {
+                return Ok(token);
+            }
+            users.invalidate(&key).await;
+        }
+        users
+            .try_get_with(key, async {
+                self.tokens.on_behalf_of(&user.token, user.expires_at).await
+            })
+            .await
+            .map_err(|e| GraphError::new(action, ErrorKind::Delegation((*e).clone())))
+    }
+
+    /// Drops a token Graph refused (401).
+    async fn invalidate_token(&self, context: &CallContext, token: &AccessToken) {
+        match (&self.delegated, &context.user) {
+            (Some(users), Some(user)) => {
+                users
+                    .invalidate(&(user.tenant_id.clone(), user.oid.clone()))
+                    .await;
+            }
+            _ => self.tokens.invalidate(token),
+        }
     }
 
     /// Calls a Graph endpoint with the app token and reads its JSON answer.
@@ -168,11 +237,7 @@ impl GraphClient {
                 Some(mailbox_id) => Some(self.pacer.acquire(mailbox_id, 0, context).await?),
                 None => None,
             };
-            let token = self
-                .tokens
-                .token()
-                .await
-                .map_err(|e| GraphError::new(action, e.into()))?;
+            let token = self.token_for(context, action).await?;
             let mut request = self
                 .http()
                 .request(method.clone(), url.clone())
@@ -214,8 +279,8 @@ impl GraphClient {
                     return Ok((body, reserved));
                 }
                 Ok((StatusCode::UNAUTHORIZED, ..)) if !token_renewed => {
-                    tracing::info!("Graph refused the app token; requesting a new one");
-                    self.tokens.invalidate(&token);
+                    tracing::info!("Graph refused the token; requesting a new one");
+                    self.invalidate_token(context, &token).await;
                     self.metrics.retry("token_refused");
                     token_renewed = true;
                     continue;
@@ -228,9 +293,14 @@ impl GraphClient {
                         request_id = answer.request_id.as_deref(),
                         "{action} failed"
                     );
+                    let mut kind = endpoint.classify(status, &headers, answer.code.as_deref());
+                    // Acting for a user, a 403 is Exchange saying the mailbox is not theirs to touch.
+                    if context.user.is_some() && matches!(kind, ErrorKind::Forbidden) {
+                        kind = ErrorKind::NotTheUsers;
+                    }
                     GraphError {
                         action: action.to_owned(),
-                        kind: endpoint.classify(status, &headers, answer.code.as_deref()),
+                        kind,
                         upstream: Some(answer),
                     }
                 }

@@ -9,6 +9,25 @@ use url::Url;
 use super::{CallContext, Endpoint, ErrorKind, GraphClient, GraphError};
 use crate::ids::{FolderRef, MailboxRef};
 
+/// The primary mailbox id in a user's Exchange settings.
+fn primary(settings: &ExchangeSettings) -> Option<String> {
+    match settings
+        .primary_mailbox_id
+        .as_deref()
+        .map(MailboxRef::parse)
+    {
+        Some(Ok(MailboxRef::Id(id))) => Some(id),
+        _ => None,
+    }
+}
+
+fn no_primary(action: &str) -> GraphError {
+    GraphError::new(
+        action,
+        ErrorKind::InvalidResponse("no valid primaryMailboxId".into()),
+    )
+}
+
 /// Most pages of folders followed, so a misbehaving `@odata.nextLink` cannot loop forever.
 const MAX_FOLDER_PAGES: usize = 1000;
 
@@ -30,6 +49,14 @@ pub struct MailboxFolder {
 #[serde(rename_all = "camelCase")]
 struct ExchangeSettings {
     primary_mailbox_id: Option<String>,
+    in_place_archive_mailbox_id: Option<String>,
+}
+
+/// The mailboxes a signed-in user owns: their primary mailbox and, if they have one, their archive.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnMailboxes {
+    primary: String,
+    archive: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -40,16 +67,46 @@ struct FolderPage {
 }
 
 impl GraphClient {
-    /// The mailbox id for a mailbox reference; addresses are resolved once and cached.
+    /// The mailbox id for a mailbox reference; addresses are resolved once and cached. Acting for a
+    /// user (delegated mode), `me` is their own mailbox, and any other mailbox is refused here, before
+    /// any import call: Exchange would refuse it too.
     pub async fn resolve_mailbox(
         &self,
         mailbox: &MailboxRef,
         context: &CallContext,
     ) -> Result<String, GraphError> {
-        let address = match mailbox {
-            MailboxRef::Id(id) => return Ok(id.clone()),
-            MailboxRef::Address(address) => address,
+        let resolved = match mailbox {
+            MailboxRef::Id(id) => id.clone(),
+            MailboxRef::Address(address) => self.resolve_address(address, context).await?,
+            MailboxRef::Me => match context.user {
+                Some(_) => return Ok(self.own_mailboxes(context).await?.primary),
+                None => {
+                    return Err(GraphError::new(
+                        "`me` names the signed-in user's own mailbox, which only delegated mode \
+                         (MAILBOX_GATEWAY_GRAPH_ACCESS=delegated) knows; name the mailbox by address \
+                         or id",
+                        ErrorKind::NotFound(super::Missing::Mailbox),
+                    ))
+                }
+            },
         };
+        if context.user.is_some() {
+            let own = self.own_mailboxes(context).await?;
+            if resolved != own.primary && Some(&resolved) != own.archive.as_ref() {
+                return Err(GraphError::new(
+                    format!("acting for the signed-in user on {mailbox}"),
+                    ErrorKind::NotTheUsers,
+                ));
+            }
+        }
+        Ok(resolved)
+    }
+
+    async fn resolve_address(
+        &self,
+        address: &str,
+        context: &CallContext,
+    ) -> Result<String, GraphError> {
         self.mailboxes
             .try_get_with_by_ref(address, async {
                 let action = format!("looking up the mailbox of {address}");
@@ -57,17 +114,31 @@ impl GraphClient {
                 let settings: ExchangeSettings = self
                     .graph_json(Method::GET, url, &action, Endpoint::Users, None, context)
                     .await?;
-                match settings
-                    .primary_mailbox_id
-                    .as_deref()
-                    .map(MailboxRef::parse)
-                {
-                    Some(Ok(MailboxRef::Id(id))) => Ok(id),
-                    _ => Err(GraphError::new(
-                        action,
-                        ErrorKind::InvalidResponse("no valid primaryMailboxId".into()),
-                    )),
-                }
+                primary(&settings).ok_or_else(|| no_primary(&action))
+            })
+            .await
+            .map_err(std::sync::Arc::unwrap_or_clone)
+    }
+
+    /// The signed-in user's own mailboxes (`GET /me/settings/exchange` with their token), once per user.
+    async fn own_mailboxes(&self, context: &CallContext) -> Result<OwnMailboxes, GraphError> {
+        let user = context
+            .user
+            .as_ref()
+            .expect("only called acting for a user");
+        self.own
+            .try_get_with((user.tenant_id.clone(), user.oid.clone()), async {
+                let action = "looking up the signed-in user's mailbox";
+                let url = self.graph_endpoint(&["me", "settings", "exchange"]);
+                let settings: ExchangeSettings = self
+                    .graph_json(Method::GET, url, action, Endpoint::Users, None, context)
+                    .await?;
+                Ok(OwnMailboxes {
+                    primary: primary(&settings).ok_or_else(|| no_primary(action))?,
+                    archive: settings
+                        .in_place_archive_mailbox_id
+                        .filter(|id| matches!(MailboxRef::parse(id), Ok(MailboxRef::Id(_)))),
+                })
             })
             .await
             .map_err(std::sync::Arc::unwrap_or_clone)

@@ -6,12 +6,14 @@
 //! the wait asked for does not fit in what is left of the budget, the request gives up at once and the
 //! client is told when to come back, instead of the connection being held.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::time::Instant;
 
 use super::{ErrorKind, GraphError};
+use crate::access::User;
 use crate::config::RetryPolicy;
 
 /// First backoff step; attempt n waits a random time up to `BACKOFF_BASE * 2^n`.
@@ -25,6 +27,8 @@ pub struct CallContext {
     /// Sent to Graph as `client-request-id` (a GUID).
     pub request_id: String,
     budget: Budget,
+    /// In delegated mode, the user the calls act for: their Graph token is used, not the app's.
+    pub(crate) user: Option<Arc<User>>,
 }
 
 /// Attempts per call and time left for one client request.
@@ -43,6 +47,22 @@ impl CallContext {
                 deadline: Instant::now() + policy.budget,
                 max_attempts: policy.max_attempts.max(1),
             },
+            user: None,
+        }
+    }
+
+    /// The same context, acting for `user` (delegated mode) when there is one.
+    pub fn acting_for(mut self, user: Option<Arc<User>>) -> CallContext {
+        self.user = user;
+        self
+    }
+
+    /// The key of this caller's import session for a mailbox: the mailbox itself for the app, the user
+    /// and the mailbox in delegated mode (a session is as privileged as the token that made it).
+    pub(crate) fn session_key(&self, mailbox_id: &str) -> String {
+        match &self.user {
+            None => mailbox_id.to_owned(),
+            Some(user) => format!("{}/{}|{mailbox_id}", user.tenant_id, user.oid),
         }
     }
 

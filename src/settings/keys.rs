@@ -21,6 +21,8 @@ pub const CERTIFICATE_ALGORITHM: &str = "MAILBOX_GATEWAY_CERTIFICATE_ALGORITHM";
 pub const LISTEN: &str = "MAILBOX_GATEWAY_LISTEN";
 /// Microsoft Graph base URL.
 pub const GRAPH_URL: &str = "MAILBOX_GATEWAY_GRAPH_URL";
+/// How the gateway reaches Graph: application (its own app token) or delegated (each caller's).
+pub const GRAPH_ACCESS: &str = "MAILBOX_GATEWAY_GRAPH_ACCESS";
 /// Origins importUrl may point to.
 pub const IMPORT_HOSTS: &str = "MAILBOX_GATEWAY_IMPORT_HOSTS";
 /// Largest item accepted.
@@ -113,6 +115,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (CERTIFICATE_ALGORITHM, "PS256 (x5t#S256) or RS256 (x5t)"),
     (LISTEN, "address to listen on"),
     (GRAPH_URL, "Microsoft Graph base URL"),
+    (
+        GRAPH_ACCESS,
+        "application (the app's own token) or delegated (each caller's, on their behalf)",
+    ),
     (IMPORT_HOSTS, "origins importUrl may point to"),
     (MAX_ITEM_BYTES, "largest item accepted"),
     (MEMORY_BUDGET, "item bytes held in memory across all requests"),

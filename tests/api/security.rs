@@ -55,8 +55,10 @@ fn jwt_access(keys: JwtKeySource) -> AccessConfig {
         auth: AuthConfig::Jwt(JwtConfig {
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
+            extra_audiences: Vec::new(),
             keys,
             client_claim: "azp".into(),
+            users: false,
         }),
         rules: rules(),
     }
