@@ -1,11 +1,17 @@
-//! Owns the admin endpoint that adds mailboxes to the simulated tenant at run time, so that a
-//! simulator running as its own process (`mailbox-gateway simulator`) can hold more than the demo
-//! mailbox, for load tests and vendors' integration tests.
+//! Owns the admin endpoints that change the simulated tenant at run time, so that a simulator
+//! running as its own process (`mailbox-gateway simulator`) can hold more than the demo mailbox and
+//! sign users in, for load tests, vendors' integration tests and trying the gateway with curl.
 //!
-//! `POST /_simulator/mailboxes` with `{"address": "user@domain"}` creates a user with a mailbox
-//! holding the standard folders and answers `201` with `{"id", "address"}`; an address already taken
-//! gets `409`, a body that is not such an object or an address that is not one gets `400`, both as
-//! `{"error": ...}` like the behaviour endpoint. No auth: it is a test tool.
+//! - `POST /_simulator/mailboxes` with `{"address": "user@domain"}` creates a user with a mailbox
+//!   holding the standard folders and answers `201` with `{"id", "address"}`; an address already
+//!   taken gets `409`.
+//! - `POST /_simulator/user-tokens` with `{"address", "audience"?, "lifetimeSecs"?}` mints a user
+//!   access token for the demo app (module `issuer`, like
+//!   [`Simulator::user_token`](super::Simulator::user_token)) and answers `200` with
+//!   `{"access_token"}`; an unknown user gets `404`.
+//!
+//! A body that is not such an object or an address that is not one gets `400`; every refusal is
+//! `{"error": ...}` like the behaviour endpoint's. No auth: it is a test tool.
 
 use std::sync::Arc;
 
@@ -16,6 +22,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::issuer::{self, UserTokenOptions};
 use super::state::Shared;
 
 /// The longest address accepted (RFC 5321's limit on a forward path).
@@ -51,6 +58,56 @@ pub(crate) async fn add_mailbox(State(shared): State<Arc<Shared>>, body: Bytes) 
         )
             .into_response(),
         Err(error) => admin_error(StatusCode::CONFLICT, error),
+    }
+}
+
+/// The body of `POST /_simulator/user-tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewUserToken {
+    address: String,
+    audience: Option<String>,
+    /// Seconds until the token expires; zero or less mints an expired one.
+    lifetime_secs: Option<i64>,
+}
+
+/// `POST /_simulator/user-tokens`: mints a user access token, as the module doc describes.
+pub(crate) async fn user_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request = match serde_json::from_slice::<NewUserToken>(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "not a user token request ({{\"address\": ..., \"audience\"?: ..., \"lifetimeSecs\"?: ...}}): {error}"
+                ),
+            )
+        }
+    };
+    let options = UserTokenOptions {
+        audience: request.audience,
+        lifetime_secs: request.lifetime_secs,
+        ..UserTokenOptions::default()
+    };
+    let now = shared.clock.wall();
+    let minted = issuer::mint(
+        &mut shared.lock(),
+        &shared.base_url,
+        now,
+        &request.address,
+        &options,
+    );
+    match minted {
+        Ok(token) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            json!({ "access_token": token }).to_string(),
+        )
+            .into_response(),
+        Err(error) => admin_error(StatusCode::NOT_FOUND, error),
     }
 }
 

@@ -1,5 +1,8 @@
 //! Serves the Microsoft Graph endpoints the gateway uses (`/v1.0/...`), with Graph's bearer check,
 //! request-id headers and error shape.
+//!
+//! The bearer check tells app tokens from delegated ones (module `access` says what each reaches):
+//! it puts the token's [`Principal`] in the request's extensions for the handlers.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,8 +20,8 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::query::{self, ListOptions};
-use super::state::{Folder, Inner, Mailbox, Shared, TokenProblem};
-use super::{export, items, RequestId};
+use super::state::{Folder, Inner, Mailbox, Principal, Shared, TokenProblem, User};
+use super::{access, export, items, RequestId};
 
 /// The content type Graph puts on its JSON answers; clients must not insist on a bare
 /// `application/json`.
@@ -34,8 +37,7 @@ pub(crate) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The `/v1.0` routes, behind the bearer-token check.
 pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/users/{user}/settings/exchange", get(exchange_settings))
+    let mailboxes = Router::new()
         .route(
             "/admin/exchange/mailboxes/{mailbox}/createImportSession",
             post(create_import_session),
@@ -64,6 +66,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             "/admin/exchange/mailboxes/{mailbox}/exportItems",
             post(export::export_items),
         )
+        // Inside the bearer check, which names the principal; a route layer, so that it sees the
+        // mailbox id and leaves wrong methods to the 405 fallback.
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            access::mailbox_scope,
+        ));
+    Router::new()
+        .route("/users/{user}/settings/exchange", get(exchange_settings))
+        .route("/me/settings/exchange", get(my_exchange_settings))
+        .merge(mailboxes)
         .fallback(unknown_resource)
         .method_not_allowed_fallback(method_not_allowed)
         // Wraps the fallbacks too: every /v1.0 request must carry a valid token.
@@ -190,7 +202,8 @@ impl Call {
     }
 }
 
-/// Checks the request's bearer token, and echoes `client-request-id`.
+/// Checks the request's bearer token, puts whom it acts for ([`Principal`]) in the request's
+/// extensions, and echoes `client-request-id`.
 async fn authenticate(
     State(shared): State<Arc<Shared>>,
     Extension(request_id): Extension<RequestId>,
@@ -200,10 +213,18 @@ async fn authenticate(
     let context = GraphContext::new(&request_id, request.headers(), shared.clock.wall());
     let echo = request.headers().get("client-request-id").cloned();
     let now = shared.clock.now();
-    let verdict = check_bearer(&mut shared.lock(), request.headers(), now);
+    let verdict = {
+        let mut inner = shared.lock();
+        let verdict = check_bearer(&mut inner, request.headers(), now);
+        if let Ok(Principal::User { .. }) = verdict {
+            inner.counters.delegated_requests += 1;
+        }
+        verdict
+    };
     let mut response = match verdict {
-        Ok(()) => {
+        Ok(principal) => {
             request.extensions_mut().insert(context);
+            request.extensions_mut().insert(principal);
             next.run(request).await
         }
         Err(message) => {
@@ -227,8 +248,12 @@ async fn authenticate(
 }
 
 /// Accepts `Authorization: Bearer <token>` naming a token we issued that is neither expired at `now`
-/// nor revoked; otherwise returns Graph's message for the failure.
-fn check_bearer(inner: &mut Inner, headers: &HeaderMap, now: Instant) -> Result<(), &'static str> {
+/// nor revoked, and says whom it acts for; otherwise returns Graph's message for the failure.
+fn check_bearer(
+    inner: &mut Inner,
+    headers: &HeaderMap,
+    now: Instant,
+) -> Result<Principal, &'static str> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -237,8 +262,8 @@ fn check_bearer(inner: &mut Inner, headers: &HeaderMap, now: Instant) -> Result<
         .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty())
         .ok_or("Access token is empty.")?;
-    match inner.token_is_valid(token, now) {
-        Ok(()) => Ok(()),
+    match inner.token_principal(token, now) {
+        Ok(principal) => Ok(principal),
         Err(TokenProblem::Expired) => Err("Lifetime validation failed, the token is expired."),
         Err(TokenProblem::Unknown) => Err("Access token validation failure."),
     }
@@ -246,14 +271,23 @@ fn check_bearer(inner: &mut Inner, headers: &HeaderMap, now: Instant) -> Result<
 
 pub(crate) type GraphResult = Result<Response, GraphError>;
 
-/// `GET /users/{idOrUpn}/settings/exchange`.
+/// `GET /users/{idOrUpn}/settings/exchange`. A delegated token reads only its own user's settings
+/// (`403 ErrorAccessDenied` for anyone else, known or not).
 async fn exchange_settings(
     State(shared): State<Arc<Shared>>,
     Extension(context): Extension<GraphContext>,
+    Extension(principal): Extension<Principal>,
     Path(user): Path<String>,
 ) -> GraphResult {
     let graph_url = shared.graph_url();
-    let inner = shared.lock();
+    let mut inner = shared.lock();
+    if let Principal::User { user_id } = &principal {
+        let own = inner.user(&user).is_some_and(|found| &found.id == user_id);
+        if !own {
+            inner.counters.delegated_access_denied += 1;
+            return Err(access::access_denied(&context));
+        }
+    }
     let user = inner.user(&user).ok_or_else(|| {
         context.error(
             StatusCode::NOT_FOUND,
@@ -263,19 +297,53 @@ async fn exchange_settings(
             ),
         )
     })?;
-    let body = json!({
+    Ok(graph_json(StatusCode::OK, &settings_json(&graph_url, user)))
+}
+
+/// `GET /me/settings/exchange`: the signed-in user's settings, for delegated tokens only.
+async fn my_exchange_settings(
+    State(shared): State<Arc<Shared>>,
+    Extension(context): Extension<GraphContext>,
+    Extension(principal): Extension<Principal>,
+) -> GraphResult {
+    let Principal::User { user_id } = principal else {
+        // Graph's answer to an app-only token on /me.
+        return Err(context.error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "/me request is only valid with delegated authentication flow.",
+        ));
+    };
+    let graph_url = shared.graph_url();
+    let inner = shared.lock();
+    // The user may be gone since the token was issued; Graph then knows no such resource.
+    let user = inner.user(&user_id).ok_or_else(|| {
+        context.error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            format!(
+                "Resource '{user_id}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        )
+    })?;
+    Ok(graph_json(StatusCode::OK, &settings_json(&graph_url, user)))
+}
+
+/// A user's `settings/exchange` entity.
+fn settings_json(graph_url: &str, user: &User) -> Value {
+    json!({
         "@odata.context": format!("{graph_url}/$metadata#users('{}')/settings/exchange/$entity", user.id),
         "id": user.id,
         "primaryMailboxId": user.primary_mailbox_id,
         "inPlaceArchiveMailboxId": user.archive_mailbox_id,
-    });
-    Ok(graph_json(StatusCode::OK, &body))
+    })
 }
 
 /// `POST /admin/exchange/mailboxes/{mailboxId}/createImportSession`.
 async fn create_import_session(
     State(shared): State<Arc<Shared>>,
     Extension(context): Extension<GraphContext>,
+    Extension(principal): Extension<Principal>,
     Path(mailbox_id): Path<String>,
     body: Bytes,
 ) -> GraphResult {
@@ -285,7 +353,7 @@ async fn create_import_session(
     if inner.mailbox(&mailbox_id).is_none() {
         return Err(unknown_mailbox(&context, &mailbox_id));
     }
-    let (authtoken, lifetime) = inner.create_session(&mailbox_id, now);
+    let (authtoken, lifetime) = inner.create_session(&mailbox_id, principal, now);
     drop(inner);
     let expires = wall + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
     let body = json!({

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::access::ACCESS_DENIED;
 use super::state::{Content, Shared};
 use super::stream;
 
@@ -116,9 +117,17 @@ fn import(
             .and_then(|rest| rest.strip_suffix("')"))
             .map(str::to_owned);
         let authtoken = single_authtoken(query.unwrap_or(""));
-        let session_mailbox = authtoken.and_then(|token| inner.session_mailbox(&token, now));
-        match (mailbox_id, session_mailbox) {
-            (Some(mailbox_id), Some(session_mailbox)) if mailbox_id == session_mailbox => {
+        let session = authtoken.and_then(|token| inner.session(&token, now));
+        match (mailbox_id, session) {
+            (Some(mailbox_id), Some((session_mailbox, principal)))
+                if mailbox_id == session_mailbox =>
+            {
+                // A session opened with a delegated token acts for its user, who can reach only
+                // their own mailboxes; Graph checked that when it opened the session.
+                if !inner.may_reach(&principal, &mailbox_id) {
+                    inner.counters.delegated_access_denied += 1;
+                    return Err(fail(StatusCode::FORBIDDEN, ACCESS_DENIED));
+                }
                 (mailbox_id, inner.config.behaviour.sink)
             }
             _ => {

@@ -5,8 +5,13 @@
 //! crate's `graph`, `auth` or `fts` modules, and where the documentation is silent it is at least as
 //! strict as the real service. One origin (`http://127.0.0.1:PORT`) serves:
 //!
-//! - `POST /{tenant}/oauth2/v2.0/token` (login.microsoftonline.com, module `login`),
-//! - `/v1.0/...` (graph.microsoft.com, module `graph`): users' settings, folders, createImportSession,
+//! - `POST /{tenant}/oauth2/v2.0/token` (login.microsoftonline.com, module `login`): client
+//!   credentials, and the on-behalf-of grant (module `obo`) that exchanges a user's token for a
+//!   delegated Graph token,
+//! - `GET /{tenant}/discovery/v2.0/keys` and `/{tenant}/v2.0/.well-known/openid-configuration`
+//!   (module `issuer`): the keys that sign users' access tokens ([`Simulator::user_token`]),
+//! - `/v1.0/...` (graph.microsoft.com, module `graph`): users' settings (`/me` too, for delegated
+//!   tokens), folders, createImportSession,
 //!   a folder's items (list, get, soft and hard delete; module `items`) and `exportItems` (module
 //!   `export`), with the listings' query options in module `query`,
 //! - `POST /api/gv1.0/Mailboxes('{id}')/importItem?authtoken=...` (outlook.office365.com, module
@@ -23,7 +28,13 @@
 //! - `GET /_simulator/counters` (the [`Counters`] as JSON),
 //! - `POST /_simulator/mailboxes` with `{"address": ...}` (adds a user and its mailbox like
 //!   [`Simulator::add_mailbox`]; `201` with `{"id", "address"}`, `409` if the address is taken; module
-//!   `admin`).
+//!   `admin`),
+//! - `POST /_simulator/user-tokens` with `{"address", "audience"?, "lifetimeSecs"?}` (a user access
+//!   token like [`Simulator::user_token`]'s, as `{"access_token"}`).
+//!
+//! A delegated Graph token (from the on-behalf-of grant) reaches only its user's own mailbox and
+//! archive (module `access`): anything else is `403 ErrorAccessDenied`. Consent is granted by the
+//! administrator at start; [`Simulator::revoke_consent`] withdraws a user's.
 //!
 //! For benchmarks, `Behaviour::sink` turns importItem into a sink: it checks everything as usual but
 //! keeps only a digest of each item (exportItems then answers such an item with an error).
@@ -36,6 +47,7 @@
 //! the same runtime, and [`Simulator::advance`] moves the simulator's clock alone (expiries and the
 //! dates it writes), for tokens and sessions that expire without a test waiting for them.
 
+mod access;
 mod admin;
 mod behaviour;
 mod clock;
@@ -43,8 +55,10 @@ mod export;
 mod faults;
 mod graph;
 mod import;
+mod issuer;
 mod items;
 mod login;
+mod obo;
 mod query;
 mod state;
 mod stream;
@@ -71,6 +85,7 @@ use state::{Content, Shared};
 
 pub use behaviour::Behaviour;
 pub use faults::{Fault, FaultTarget};
+pub use issuer::UserTokenOptions;
 
 /// Tunables of a simulator instance.
 #[derive(Clone, Debug)]
@@ -178,6 +193,17 @@ pub struct Counters {
     pub items_hard_deleted: u64,
     /// Hard deletes refused with `403` because the item is under hold ([`Simulator::place_hold`]).
     pub hard_deletes_refused_on_hold: u64,
+    /// User access tokens minted ([`Simulator::user_token`], `POST /_simulator/user-tokens`).
+    pub user_tokens_issued: u64,
+    /// Delegated Graph tokens issued by the on-behalf-of grant (each also a `tokens_issued`).
+    pub obo_exchanges: u64,
+    /// On-behalf-of requests refused, for whatever reason (each also a `token_requests_rejected`).
+    pub obo_refused: u64,
+    /// Graph requests whose bearer was a valid delegated token (each also a `graph_requests`).
+    pub delegated_requests: u64,
+    /// `403 ErrorAccessDenied` answers to a delegated token that asked for another user's mailbox
+    /// or settings.
+    pub delegated_access_denied: u64,
 }
 
 /// An item as the simulated mailbox stores it.
@@ -392,9 +418,81 @@ impl Simulator {
         self.shared.lock().sessions.clear();
     }
 
-    /// Invalidates every Graph access token issued so far (Graph then answers 401).
+    /// Invalidates every Graph access token issued so far, app and delegated (Graph then answers
+    /// 401).
     pub fn revoke_tokens(&self) {
         self.shared.lock().tokens.clear();
+    }
+
+    /// A user access token for the demo app, as Entra signs it when `address` (a UPN or object id)
+    /// signs in to a client app that calls the gateway: RS256 with the simulator's key (`kid` in the
+    /// header), verifiable with the JWKS at [`Simulator::jwks_url`], and accepted by the token
+    /// endpoint's on-behalf-of grant. Its claims are `iss` ([`Simulator::issuer`]), `aud` (the demo
+    /// app's client id), `tid`, `oid`, `sub`, `preferred_username`, `scp` (`access_as_user`),
+    /// `azp`, `azpacr`, `iat`, `nbf`, `exp` (an hour from now, by the simulator's clock), `uti` and
+    /// `ver` (`2.0`); `options` changes some of them.
+    ///
+    /// Panics on an unknown user (a test bug: use `options.object_id` for a token about a user the
+    /// tenant lacks).
+    pub fn user_token(&self, address: &str, options: UserTokenOptions) -> String {
+        let now = self.shared.clock.wall();
+        issuer::mint(
+            &mut self.shared.lock(),
+            &self.shared.base_url,
+            now,
+            address,
+            &options,
+        )
+        .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// `{base_url}/{tenant}/v2.0`: the `iss` of the user tokens the simulator signs, which the
+    /// on-behalf-of grant requires.
+    pub fn issuer(&self) -> String {
+        issuer::issuer_url(&self.shared.base_url, &self.shared.lock().tenant_id)
+    }
+
+    /// `{base_url}/{tenant}/discovery/v2.0/keys`: the JWKS that verifies the user tokens.
+    pub fn jwks_url(&self) -> String {
+        let tenant_id = self.shared.lock().tenant_id.clone();
+        format!("{}/{tenant_id}/discovery/v2.0/keys", self.shared.base_url)
+    }
+
+    /// Signs user tokens with the simulator's other built-in key from now on, and publishes both
+    /// keys, as Entra does during a key rollover: tokens signed before stay valid, and a client
+    /// that cached the JWKS meets a `kid` it does not know yet.
+    pub fn rotate_signing_key(&self) {
+        self.shared.lock().signing_keys.rotate();
+    }
+
+    /// Withdraws the consent of the user `address` (a UPN or object id) to the demo app, whatever
+    /// the administrator granted: the on-behalf-of grant then refuses their tokens with
+    /// AADSTS65001. Delegated tokens already issued stay valid. Panics on an unknown user.
+    pub fn revoke_consent(&self, address: &str) {
+        self.set_user_consent(address, false);
+    }
+
+    /// Gives the user `address` their own consent to the demo app, whatever the administrator
+    /// granted. Panics on an unknown user.
+    pub fn grant_consent(&self, address: &str) {
+        self.set_user_consent(address, true);
+    }
+
+    /// Grants or withdraws the administrator's consent for every user of the tenant (granted when
+    /// the simulator starts); a user's own consent or refusal ([`Simulator::grant_consent`],
+    /// [`Simulator::revoke_consent`]) still overrides it.
+    pub fn set_admin_consent(&self, granted: bool) {
+        self.shared.lock().app.admin_consent = granted;
+    }
+
+    fn set_user_consent(&self, address: &str, granted: bool) {
+        let mut inner = self.shared.lock();
+        let user_id = inner
+            .user(address)
+            .unwrap_or_else(|| panic!("the simulator has no user {address}"))
+            .id
+            .clone();
+        inner.app.consent.insert(user_id, granted);
     }
 
     /// Queues `fault` for the next `times` requests to `target` (FIFO across calls; each request
@@ -512,6 +610,12 @@ fn router(shared: Arc<Shared>) -> Router {
             // A route layer, so that a wrong method does not consume a fault.
             post(login::token).route_layer(fault_layer(FaultTarget::Token)),
         )
+        // Entra's published keys and metadata; no faults: clients fetch them rarely and cache them.
+        .route("/{tenant}/discovery/v2.0/keys", get(issuer::jwks))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(issuer::openid_configuration),
+        )
         .route(
             "/api/gv1.0/{segment}/importItem",
             // Item streams may be far larger than axum's 2 MB default body limit.
@@ -537,6 +641,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_simulator/counters", get(behaviour::get_counters))
         .route("/_simulator/mailboxes", post(admin::add_mailbox))
+        .route("/_simulator/user-tokens", post(admin::user_token))
         .fallback(graph::unknown_resource)
         .method_not_allowed_fallback(graph::method_not_allowed)
         // Outermost, so that every response, errors and fallbacks included, carries a request-id.

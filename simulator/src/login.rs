@@ -1,8 +1,10 @@
-//! Plays Entra ID's token endpoint for the client credentials flow: secrets, certificate assertions and
-//! federated (workload identity) assertions, with AADSTS-shaped errors.
+//! Plays Entra ID's token endpoint for the client credentials flow and the on-behalf-of grant (module
+//! `obo` checks the user's token): the app authenticates with a secret, a certificate assertion or a
+//! federated (workload identity) assertion, and every refusal is an AADSTS-shaped error.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -19,15 +21,18 @@ use serde_json::{json, Value};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use super::state::{App, Certificate, Shared};
+use super::state::{App, Certificate, Inner, Principal, Shared};
+use super::{issuer, obo};
 
 /// The only scope the simulated tenant grants.
-const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+pub(crate) const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The `grant_type` of the on-behalf-of grant (RFC 7523's JWT bearer grant).
+const ON_BEHALF_OF_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// The audience Entra requires of federated (workload identity) tokens.
 const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 /// Clock skew tolerated on `nbf`, as Entra allows for client clocks running ahead.
-const CLOCK_SKEW_SECS: i64 = 5 * 60;
+pub(crate) const CLOCK_SKEW_SECS: i64 = 5 * 60;
 /// Longest lifetime Entra accepts for a certificate assertion.
 const MAX_ASSERTION_LIFETIME_SECS: i64 = 10 * 60;
 
@@ -54,9 +59,10 @@ pub(crate) async fn token(
     let (now, wall) = (shared.clock.now(), shared.clock.wall());
     // Signature checks are CPU work only: nothing awaits while the lock is held.
     let mut inner = shared.lock();
+    let issuer = issuer::issuer_url(&shared.base_url, &inner.tenant_id);
     let outcome = check_request(
-        &inner.tenant_id,
-        &inner.app,
+        &inner,
+        &issuer,
         &tenant,
         &endpoint,
         &headers,
@@ -64,28 +70,40 @@ pub(crate) async fn token(
         wall.timestamp(),
     );
     let response = match outcome {
-        Ok(()) => {
+        Ok(Grant::App) => {
             let access_token = inner.issue_token(now);
             let lifetime = inner.token_lifetime().as_secs();
-            let body = json!({
+            token_response(json!({
                 "token_type": "Bearer",
                 "expires_in": lifetime,
                 "ext_expires_in": lifetime,
                 "access_token": access_token,
-            });
-            (
-                StatusCode::OK,
-                [
-                    (header::CONTENT_TYPE, "application/json; charset=utf-8"),
-                    (header::CACHE_CONTROL, "no-store, no-cache"),
-                    (header::PRAGMA, "no-cache"),
-                ],
-                body.to_string(),
-            )
-                .into_response()
+            }))
+        }
+        Ok(Grant::OnBehalfOf {
+            user_id,
+            assertion_remaining_secs,
+        }) => {
+            // Entra does not let a delegated token outlive the user's token it was exchanged for.
+            let lifetime = inner
+                .token_lifetime()
+                .min(Duration::from_secs(assertion_remaining_secs));
+            let access_token = inner.issue_token_for(Principal::User { user_id }, now, lifetime);
+            inner.counters.obo_exchanges += 1;
+            let lifetime = lifetime.as_secs();
+            token_response(json!({
+                "token_type": "Bearer",
+                "scope": obo::DELEGATED_SCOPES,
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": access_token,
+            }))
         }
         Err(error) => {
             inner.counters.token_requests_rejected += 1;
+            if asks_on_behalf_of(&headers, &body) {
+                inner.counters.obo_refused += 1;
+            }
             error.into_response_for(&headers, wall)
         }
     };
@@ -93,17 +111,52 @@ pub(crate) async fn token(
     response
 }
 
+/// What a valid token request is granted.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// Client credentials: an app token.
+    App,
+    /// On-behalf-of: a delegated token for the user `user_id`, whose token (the assertion) expires
+    /// in `assertion_remaining_secs`.
+    OnBehalfOf {
+        user_id: String,
+        assertion_remaining_secs: u64,
+    },
+}
+
+/// Entra's `200` with a token, never to be cached by anything in between.
+fn token_response(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store, no-cache"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Whether a request, valid or not, asks for the on-behalf-of grant (for the `obo_refused` counter).
+fn asks_on_behalf_of(headers: &HeaderMap, body: &[u8]) -> bool {
+    parse_form(headers, body)
+        .is_ok_and(|form| form.get("grant_type").map(String::as_str) == Some(ON_BEHALF_OF_GRANT))
+}
+
 /// An Entra error: `error` is the OAuth error code, `code` the AADSTS number.
 #[derive(Debug)]
-struct LoginError {
+pub(crate) struct LoginError {
     status: StatusCode,
     error: &'static str,
     code: u32,
     description: String,
+    /// Entra's finer classification of some errors (`consent_required`), for clients such as MSAL.
+    suberror: Option<&'static str>,
 }
 
 impl LoginError {
-    fn new(
+    pub(crate) fn new(
         status: StatusCode,
         error: &'static str,
         code: u32,
@@ -114,7 +167,25 @@ impl LoginError {
             error,
             code,
             description: description.into(),
+            suberror: None,
         }
+    }
+
+    /// A refused grant, such as a user assertion the on-behalf-of grant does not accept: always
+    /// `400`, whatever the reason.
+    pub(crate) fn invalid_grant(code: u32, description: impl Into<String>) -> LoginError {
+        LoginError::new(StatusCode::BAD_REQUEST, "invalid_grant", code, description)
+    }
+
+    pub(crate) fn with_suberror(mut self, suberror: &'static str) -> LoginError {
+        self.suberror = Some(suberror);
+        self
+    }
+
+    /// The AADSTS number, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> u32 {
+        self.code
     }
 
     fn invalid_request(code: u32, description: impl Into<String>) -> LoginError {
@@ -154,11 +225,12 @@ impl LoginError {
     }
 
     fn into_response_for(self, request_headers: &HeaderMap, now: DateTime<Utc>) -> Response {
-        error_response(
+        entra_error(
             self.status,
             self.error,
             self.code,
             &self.description,
+            self.suberror,
             request_headers,
             now,
         )
@@ -175,6 +247,19 @@ pub(crate) fn error_response(
     request_headers: &HeaderMap,
     now: DateTime<Utc>,
 ) -> Response {
+    entra_error(status, error, code, description, None, request_headers, now)
+}
+
+/// [`error_response`], with a `suberror` field when given.
+fn entra_error(
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    description: &str,
+    suberror: Option<&str>,
+    request_headers: &HeaderMap,
+    now: DateTime<Utc>,
+) -> Response {
     let trace_id = uuid::Uuid::new_v4().to_string();
     // Entra reuses the caller's client-request-id as the correlation id.
     let correlation_id = request_headers
@@ -183,7 +268,7 @@ pub(crate) fn error_response(
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let timestamp = now.format("%Y-%m-%d %H:%M:%SZ").to_string();
-    let body = json!({
+    let mut body = json!({
         "error": error,
         "error_description": format!(
             "AADSTS{code}: {description} Trace ID: {trace_id} Correlation ID: {correlation_id} Timestamp: {timestamp}"
@@ -193,6 +278,9 @@ pub(crate) fn error_response(
         "trace_id": trace_id,
         "correlation_id": correlation_id,
     });
+    if let Some(suberror) = suberror {
+        body["suberror"] = suberror.into();
+    }
     let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -207,41 +295,40 @@ pub(crate) fn error_response(
     response
 }
 
-/// Validates a token request in the order Entra does: tenant, form, grant, client, scope, credential.
-/// `now` (Unix seconds) is the time assertions must be valid at.
+/// Validates a token request in the order Entra does: tenant, form, grant, client, scope, the app's
+/// credential, then for the on-behalf-of grant the user's token (module `obo`). `issuer` is the
+/// simulator's own (`Shared::issuer`); `now` (Unix seconds) is the time assertions must be valid at.
 fn check_request(
-    tenant_id: &str,
-    app: &App,
+    inner: &Inner,
+    issuer: &str,
     tenant: &str,
     endpoint: &str,
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
-) -> Result<(), LoginError> {
-    if !tenant.eq_ignore_ascii_case(tenant_id) {
+) -> Result<Grant, LoginError> {
+    if !tenant.eq_ignore_ascii_case(&inner.tenant_id) {
         return Err(LoginError::invalid_request(
             90002,
             format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
         ));
     }
+    let app = &inner.app;
     let form = parse_form(headers, body)?;
-    let required = |name: &str| {
-        form.get(name).map(String::as_str).ok_or_else(|| {
-            LoginError::invalid_request(
-                900144,
-                format!("The request body must contain the following parameter: '{name}'."),
-            )
-        })
-    };
+    let required = |name: &str| required(&form, name);
     let grant_type = required("grant_type")?;
-    if grant_type != "client_credentials" {
-        return Err(LoginError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            70003,
-            format!("The app requested an unsupported grant type '{grant_type}'."),
-        ));
-    }
+    let on_behalf_of = match grant_type {
+        "client_credentials" => false,
+        ON_BEHALF_OF_GRANT => true,
+        _ => {
+            return Err(LoginError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                format!("The app requested an unsupported grant type '{grant_type}'."),
+            ))
+        }
+    };
     let client_id = required("client_id")?;
     if client_id != app.client_id {
         return Err(LoginError::new(
@@ -251,8 +338,22 @@ fn check_request(
             format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
         ));
     }
+    let user_assertion = if on_behalf_of {
+        let token_use = required("requested_token_use")?;
+        if token_use != "on_behalf_of" {
+            return Err(LoginError::invalid_request(
+                9002313,
+                format!("Invalid request. The requested_token_use '{token_use}' is not supported; the JWT bearer grant takes 'on_behalf_of'."),
+            ));
+        }
+        Some(required("assertion")?)
+    } else {
+        None
+    };
     let scope = required("scope")?;
-    if scope != GRAPH_SCOPE {
+    if on_behalf_of {
+        obo::check_scope(scope)?;
+    } else if scope != GRAPH_SCOPE {
         return Err(LoginError::new(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -260,6 +361,31 @@ fn check_request(
             format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
         ));
     }
+    check_client_credential(app, &form, endpoint, now)?;
+    match user_assertion {
+        None => Ok(Grant::App),
+        Some(assertion) => obo::check_user_assertion(inner, issuer, assertion, now),
+    }
+}
+
+/// A form parameter the request must carry.
+fn required<'a>(form: &'a HashMap<String, String>, name: &str) -> Result<&'a str, LoginError> {
+    form.get(name).map(String::as_str).ok_or_else(|| {
+        LoginError::invalid_request(
+            900144,
+            format!("The request body must contain the following parameter: '{name}'."),
+        )
+    })
+}
+
+/// The app's own credential, the same for both grants: a secret, or a certificate or federated
+/// assertion.
+fn check_client_credential(
+    app: &App,
+    form: &HashMap<String, String>,
+    endpoint: &str,
+    now: i64,
+) -> Result<(), LoginError> {
     match (form.get("client_secret"), form.get("client_assertion")) {
         (Some(secret), None) => {
             if secret == &app.client_secret {
@@ -267,12 +393,12 @@ fn check_request(
             } else {
                 Err(LoginError::invalid_client(
                     7000215,
-                    format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."),
+                    format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", app.client_id),
                 ))
             }
         }
         (None, Some(assertion)) => {
-            let assertion_type = required("client_assertion_type")?;
+            let assertion_type = required(form, "client_assertion_type")?;
             if assertion_type != JWT_BEARER {
                 return Err(LoginError::invalid_request(
                     50027,
@@ -527,7 +653,7 @@ fn time_claim(claims: &Value, name: &str) -> Result<Option<i64>, LoginError> {
 }
 
 /// `aud` may be a string or (in Kubernetes service account tokens) an array of strings.
-fn audiences(claims: &Value) -> Vec<&str> {
+pub(crate) fn audiences(claims: &Value) -> Vec<&str> {
     match &claims["aud"] {
         Value::String(aud) => vec![aud.as_str()],
         Value::Array(auds) => auds.iter().filter_map(Value::as_str).collect(),

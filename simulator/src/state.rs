@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::behaviour::Traffic;
 use super::clock::Clock;
 use super::faults::FaultQueue;
+use super::issuer::SigningKeys;
 use super::stream;
 use super::{Counters, SimulatorConfig, StoredItem, DEMO};
 
@@ -69,7 +70,10 @@ impl Shared {
                 client_secret: DEMO.client_secret.to_owned(),
                 certificates: Vec::new(),
                 federated: Vec::new(),
+                admin_consent: true,
+                consent: HashMap::new(),
             },
+            signing_keys: SigningKeys::built_in(),
             users: Vec::new(),
             mailboxes: Vec::new(),
             tokens: HashMap::new(),
@@ -111,11 +115,13 @@ pub(crate) struct Inner {
     pub tenant_id: String,
     /// The one registered application (the demo app).
     pub app: App,
+    /// The keys user access tokens are signed with (module `issuer`).
+    pub signing_keys: SigningKeys,
     pub users: Vec<User>,
     /// Primary and archive mailboxes, in creation order.
     pub mailboxes: Vec<Mailbox>,
-    /// Graph access token → expiry.
-    pub tokens: HashMap<String, Instant>,
+    /// Graph access token → its expiry and whom it acts for.
+    pub tokens: HashMap<String, IssuedToken>,
     /// Import session authtoken → session.
     pub sessions: HashMap<String, Session>,
     /// Every access token and authtoken ever issued, so leak tests can search logs and bodies for them.
@@ -133,6 +139,20 @@ pub(crate) struct App {
     pub client_secret: String,
     pub certificates: Vec<Certificate>,
     pub federated: Vec<FederatedIssuer>,
+    /// Whether an administrator consented to the app's delegated permissions for every user.
+    pub admin_consent: bool,
+    /// User object id → that user's own consent, which overrides `admin_consent` either way.
+    pub consent: HashMap<String, bool>,
+}
+
+impl App {
+    /// Whether the app may act on behalf of the user `user_id` (the on-behalf-of grant).
+    pub fn has_consent(&self, user_id: &str) -> bool {
+        self.consent
+            .get(user_id)
+            .copied()
+            .unwrap_or(self.admin_consent)
+    }
 }
 
 /// A certificate credential, indexed by both thumbprints a client may name in its assertion header.
@@ -185,6 +205,25 @@ pub(crate) struct Folder {
 pub(crate) struct Session {
     pub mailbox_id: String,
     pub expires: Instant,
+    /// Whom the token that created it acted for: a session created with a delegated token reaches
+    /// only that user's mailboxes.
+    pub principal: Principal,
+}
+
+/// A Graph access token we issued.
+pub(crate) struct IssuedToken {
+    pub expires: Instant,
+    pub principal: Principal,
+}
+
+/// Whom a Graph access token acts for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Principal {
+    /// The app itself (client credentials): application permissions, every mailbox.
+    App,
+    /// A user, through the on-behalf-of grant: delegated permissions, that user's own mailbox and
+    /// archive only.
+    User { user_id: String },
 }
 
 impl Inner {
@@ -265,32 +304,66 @@ impl Inner {
             .map_or(self.config.session_lifetime, Duration::from_secs)
     }
 
-    /// Issues a Graph access token that expires after the current token lifetime, counted from `now`.
+    /// Issues an app (client credentials) Graph access token that expires after the current token
+    /// lifetime, counted from `now`.
     pub fn issue_token(&mut self, now: Instant) -> String {
+        let lifetime = self.token_lifetime();
+        self.issue_token_for(Principal::App, now, lifetime)
+    }
+
+    /// Issues a Graph access token acting for `principal`, which expires `lifetime` after `now`.
+    pub fn issue_token_for(
+        &mut self,
+        principal: Principal,
+        now: Instant,
+        lifetime: Duration,
+    ) -> String {
         let token = random_token();
-        let expires = now + self.token_lifetime();
-        self.tokens.insert(token.clone(), expires);
+        let expires = now + lifetime;
+        self.tokens
+            .insert(token.clone(), IssuedToken { expires, principal });
         self.issued_credentials.push(token.clone());
         self.counters.tokens_issued += 1;
         token
     }
 
-    /// Whether `token` was issued by us, is unrevoked and unexpired at `now`; expired tokens are
-    /// forgotten.
-    pub fn token_is_valid(&mut self, token: &str, now: Instant) -> Result<(), TokenProblem> {
+    /// Whom `token` acts for, if it was issued by us and is unrevoked and unexpired at `now`; expired
+    /// tokens are forgotten.
+    pub fn token_principal(
+        &mut self,
+        token: &str,
+        now: Instant,
+    ) -> Result<Principal, TokenProblem> {
         match self.tokens.get(token) {
             None => Err(TokenProblem::Unknown),
-            Some(expires) if now >= *expires => {
+            Some(issued) if now >= issued.expires => {
                 self.tokens.remove(token);
                 Err(TokenProblem::Expired)
             }
-            Some(_) => Ok(()),
+            Some(issued) => Ok(issued.principal.clone()),
         }
     }
 
-    /// Opens an import session on `mailbox_id` that expires after the current session lifetime,
-    /// counted from `now`; returns its authtoken and lifetime.
-    pub fn create_session(&mut self, mailbox_id: &str, now: Instant) -> (String, Duration) {
+    /// Whether `principal` may reach `mailbox_id`: the app every mailbox, a user only their own
+    /// primary mailbox and its archive.
+    pub fn may_reach(&self, principal: &Principal, mailbox_id: &str) -> bool {
+        match principal {
+            Principal::App => true,
+            Principal::User { user_id } => self.user(user_id).is_some_and(|user| {
+                user.primary_mailbox_id == mailbox_id
+                    || user.archive_mailbox_id.as_deref() == Some(mailbox_id)
+            }),
+        }
+    }
+
+    /// Opens an import session on `mailbox_id` for `principal` that expires after the current
+    /// session lifetime, counted from `now`; returns its authtoken and lifetime.
+    pub fn create_session(
+        &mut self,
+        mailbox_id: &str,
+        principal: Principal,
+        now: Instant,
+    ) -> (String, Duration) {
         let authtoken = random_token();
         let lifetime = self.session_lifetime();
         self.sessions.insert(
@@ -298,6 +371,7 @@ impl Inner {
             Session {
                 mailbox_id: mailbox_id.to_owned(),
                 expires: now + lifetime,
+                principal,
             },
         );
         self.issued_credentials.push(authtoken.clone());
@@ -305,15 +379,15 @@ impl Inner {
         (authtoken, lifetime)
     }
 
-    /// The mailbox a session unexpired at `now` and unrevoked belongs to; expired sessions are
-    /// forgotten.
-    pub fn session_mailbox(&mut self, authtoken: &str, now: Instant) -> Option<String> {
+    /// The mailbox a session unexpired at `now` and unrevoked belongs to, and whom it acts for;
+    /// expired sessions are forgotten.
+    pub fn session(&mut self, authtoken: &str, now: Instant) -> Option<(String, Principal)> {
         let session = self.sessions.get(authtoken)?;
         if now >= session.expires {
             self.sessions.remove(authtoken);
             return None;
         }
-        Some(session.mailbox_id.clone())
+        Some((session.mailbox_id.clone(), session.principal.clone()))
     }
 }
 

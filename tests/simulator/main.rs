@@ -3,6 +3,7 @@
 mod admin;
 mod behaviour;
 mod clock;
+mod delegated;
 mod export;
 mod faults;
 mod graph;
