@@ -8,10 +8,12 @@ mod helpers;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use exchange_simulator::{Fault, FaultTarget, DEMO};
+use exchange_simulator::{Fault, FaultTarget, UserTokenOptions, DEMO};
 use helpers::{federated_token, fixture, item, spawn_app_with, trust_federated_issuer, AppOptions};
 use mailbox_gateway::access::parse_rules;
-use mailbox_gateway::config::{AccessConfig, AuthConfig, CertificateAlgorithm, CredentialConfig};
+use mailbox_gateway::config::{
+    AccessConfig, AuthConfig, CertificateAlgorithm, CredentialConfig, GraphAccess,
+};
 use sha2::{Digest, Sha256};
 
 #[derive(Clone, Default)]
@@ -138,8 +140,9 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
         )
         .unwrap(),
     };
+    let application = GraphAccess::Application;
     let runs = [
-        (None, AccessConfig::default(), None),
+        (None, AccessConfig::default(), None, application),
         (
             Some(CredentialConfig::Certificate {
                 path: fixture("app-cert-and-key.pem"),
@@ -147,26 +150,38 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
             }),
             AccessConfig::default(),
             None,
+            application,
         ),
         (
             Some(CredentialConfig::FederatedTokenFile(token_file.clone())),
             AccessConfig::default(),
             None,
+            application,
         ),
-        (None, keyed, Some(client_key.to_owned())),
+        (None, keyed, Some(client_key.to_owned()), application),
+        // Delegated mode: the user's token, its exchange and the delegated Graph token are secrets too.
+        (None, AccessConfig::default(), None, GraphAccess::Delegated),
     ];
-    for (credential, access, bearer) in runs {
-        seen.push_str(&format!("{credential:?} {access:?}\n"));
+    for (credential, access, bearer, graph_access) in runs {
+        seen.push_str(&format!("{credential:?} {access:?} {graph_access:?}\n"));
         let app = spawn_app_with(AppOptions {
             credential,
             access,
             bearer,
+            graph_access,
             ..AppOptions::default()
         })
         .await;
         app.simulator.register_certificate(&key_pem);
         trust_federated_issuer(&app.simulator);
-        seen.push_str(&exercise(&app).await);
+        let caller = match graph_access {
+            GraphAccess::Application => app.clone_client(),
+            GraphAccess::Delegated => app.as_client(
+                &app.simulator
+                    .user_token(DEMO.mailbox_address, UserTokenOptions::default()),
+            ),
+        };
+        seen.push_str(&exercise(&caller).await);
         assert!(app.counters().items_created >= 2, "the flow ran");
         credentials.extend(app.simulator.issued_credentials());
     }

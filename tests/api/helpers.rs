@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use exchange_simulator::{Counters, Simulator, SimulatorConfig, DEMO};
 use mailbox_gateway::config::{
-    AccessConfig, Config, ConnectionLimits, CredentialConfig, IdempotencySettings, ImportHosts,
-    Pacing, RetryPolicy, SharedStateConfig, TenantConfig, Timeouts, TlsSettings,
+    AccessConfig, AuthConfig, Config, ConnectionLimits, CredentialConfig, GraphAccess,
+    IdempotencySettings, ImportHosts, JwtConfig, JwtKeySource, Pacing, RetryPolicy,
+    SharedStateConfig, TenantConfig, Timeouts, TlsSettings,
 };
 use mailbox_gateway::fts::ItemBuilder;
 use secrecy::SecretString;
@@ -44,6 +45,9 @@ pub struct AppOptions {
     pub idempotency: IdempotencySettings,
     /// Where state is kept: in memory, or in a Valkey/Redis server the test starts.
     pub store: Store,
+    /// Whose Graph token the gateway uses; delegated mode takes the simulator's user tokens (the access
+    /// settings are then made for them: see `delegated_access`).
+    pub graph_access: GraphAccess,
 }
 
 /// Where a test app keeps its idempotency keys and mailbox limits.
@@ -75,6 +79,7 @@ impl Default for AppOptions {
             graph_url: None,
             idempotency: IdempotencySettings::default(),
             store: Store::Memory,
+            graph_access: GraphAccess::Application,
         }
     }
 }
@@ -160,7 +165,11 @@ pub async fn spawn_gateway(
         retry: options.retry,
         pacing: options.pacing,
         shutdown_grace: options.shutdown_grace,
-        access: options.access.clone(),
+        access: match options.graph_access {
+            GraphAccess::Application => options.access.clone(),
+            GraphAccess::Delegated => delegated_access(&simulator, &options.access),
+        },
+        graph_access: options.graph_access,
         connections: options.connections,
         tls: options.tls.clone(),
         memory_budget: options.memory_budget,
@@ -190,6 +199,22 @@ pub async fn spawn_gateway(
         redis: None,
         shutdown: Some(shutdown),
         server: Some(server),
+    }
+}
+
+/// Delegated mode's client authentication, as start-up derives it from the tenant: the simulator's
+/// users' tokens for the demo app, and `rules` (often none).
+pub fn delegated_access(simulator: &Simulator, rules: &AccessConfig) -> AccessConfig {
+    AccessConfig {
+        auth: AuthConfig::Jwt(JwtConfig {
+            issuer: simulator.issuer(),
+            audience: DEMO.client_id.to_owned(),
+            extra_audiences: vec![format!("api://{}", DEMO.client_id)],
+            keys: JwtKeySource::JwksUrl(simulator.jwks_url().parse().unwrap()),
+            client_claim: "preferred_username".into(),
+            users: true,
+        }),
+        rules: rules.rules.clone(),
     }
 }
 

@@ -3,6 +3,7 @@
 mod auth;
 mod capacity;
 mod contract;
+mod delegated;
 mod errors;
 mod folders;
 mod helpers;
