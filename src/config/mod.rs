@@ -510,4 +510,52 @@ mod tests {
         let err = Sources::from_toml_file(bad.path()).unwrap_err().to_string();
         assert!(err.contains("unknown key MAILBOX_GATEWAY_LISTN"), "{err}");
     }
+
+    #[test]
+    fn delegated_mode_derives_user_token_checks_from_the_tenant_and_refuses_what_cannot_work() {
+        let with = |extra: Vec<(&'static str, &'static str)>| {
+            let mut pairs = secret_sources();
+            pairs.push((keys::GRAPH_ACCESS, "delegated"));
+            pairs.extend(extra);
+            Config::load(&Sources::from_pairs(pairs), None)
+        };
+        let config = with(vec![(keys::AUTH, "jwt")]).unwrap();
+        assert_eq!(config.graph_access, GraphAccess::Delegated);
+        let AuthConfig::Jwt(jwt) = &config.access.auth else {
+            panic!("jwt mode")
+        };
+        let tenant = "7e1d1b2c-0000-4000-8000-000000000001";
+        assert_eq!(
+            jwt.issuer,
+            format!("https://login.microsoftonline.com/{tenant}/v2.0")
+        );
+        assert!(matches!(&jwt.keys, JwtKeySource::JwksUrl(url)
+            if url.as_str() == format!("https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys")));
+        assert_eq!(jwt.audience, "11111111-2222-3333-4444-555555555555");
+        assert_eq!(
+            jwt.extra_audiences,
+            ["api://11111111-2222-3333-4444-555555555555"]
+        );
+        assert_eq!(jwt.client_claim, "preferred_username");
+        assert!(jwt.users);
+
+        for (extra, named) in [
+            (vec![], keys::AUTH),
+            (vec![(keys::AUTH, "api-key")], keys::AUTH),
+            (
+                vec![
+                    (keys::AUTH, "jwt"),
+                    (
+                        keys::JWT_HS256_SECRET,
+                        "0123456789abcdef0123456789abcdef",
+                    ),
+                ],
+                keys::JWT_HS256_SECRET,
+            ),
+            (vec![(keys::GRAPH_ACCESS, "both")], keys::GRAPH_ACCESS),
+        ] {
+            let error = with(extra).unwrap_err().to_string();
+            assert!(error.contains(named), "{error}");
+        }
+    }
 }
