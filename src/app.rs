@@ -112,6 +112,7 @@ impl AppState {
                 config.timeouts,
                 pacer,
                 metrics.clone(),
+                config.clock.clone(),
             )?),
             metrics,
             max_item_bytes: config.max_item_bytes,

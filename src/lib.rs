@@ -15,6 +15,7 @@ mod auth;
 pub mod batch_writer;
 mod budget;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod fts;
 mod graph;

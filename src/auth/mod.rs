@@ -18,6 +18,7 @@ use url::Url;
 
 pub use assertion::{CertificateCredential, CredentialError};
 
+use crate::clock::Clock;
 use crate::config::{CredentialConfig, TenantConfig};
 use crate::metrics::Metrics;
 use crate::refresh::RefreshSlot;
@@ -72,9 +73,9 @@ impl AccessToken {
         self.value.expose_secret()
     }
 
-    /// Whether the token is good for a while yet (not within its refresh margin).
-    pub fn is_fresh(&self) -> bool {
-        Instant::now() < self.refresh_at
+    /// Whether the token is good for a while yet at `now` (not within its refresh margin).
+    pub fn is_fresh_at(&self, now: Instant) -> bool {
+        now < self.refresh_at
     }
 }
 
@@ -141,6 +142,7 @@ pub struct TokenProvider {
     credential: Credential,
     current: RefreshSlot<AccessToken>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl TokenProvider {
@@ -150,6 +152,7 @@ impl TokenProvider {
         tenant: &TenantConfig,
         credential: Credential,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> TokenProvider {
         let mut token_url = tenant.authority_host.clone();
         token_url
@@ -164,18 +167,22 @@ impl TokenProvider {
             credential,
             current: RefreshSlot::new(),
             metrics,
+            clock,
         }
     }
 
     /// A token that is valid for a while yet, from the cache or freshly requested.
     pub async fn token(&self) -> Result<AccessToken, AuthError> {
         self.current
-            .get_or_refresh(AccessToken::is_fresh, || async {
-                let token = self.request_token().await;
-                self.metrics
-                    .token_request(if token.is_ok() { "ok" } else { "error" });
-                token
-            })
+            .get_or_refresh(
+                |token| token.is_fresh_at(self.clock.now()),
+                || async {
+                    let token = self.request_token().await;
+                    self.metrics
+                        .token_request(if token.is_ok() { "ok" } else { "error" });
+                    token
+                },
+            )
             .await
     }
 
@@ -246,7 +253,7 @@ impl TokenProvider {
                 form.push(("client_assertion", token.trim().to_owned()));
             }
         }
-        let started = Instant::now();
+        let started = self.clock.now();
         let response = self
             .http
             .post(self.token_url.clone())

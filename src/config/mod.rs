@@ -68,6 +68,8 @@ pub enum GraphAccess {
 pub struct Config {
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
+    /// When tokens and import sessions are due for renewal; tests move it.
+    pub clock: crate::clock::Clock,
     /// Whose Graph token the gateway uses: its app's, or each caller's (delegated).
     pub graph_access: GraphAccess,
     /// The Exchange Online tenant the gateway writes into.
@@ -272,6 +274,7 @@ impl Config {
     /// The defaults for everything but the tenant (tests start from this).
     pub fn new(tenant: TenantConfig) -> Config {
         Config {
+            clock: crate::clock::Clock::default(),
             graph_access: GraphAccess::Application,
             listen: DEFAULT_LISTEN
                 .parse()
@@ -545,10 +548,7 @@ mod tests {
             (
                 vec![
                     (keys::AUTH, "jwt"),
-                    (
-                        keys::JWT_HS256_SECRET,
-                        "0123456789abcdef0123456789abcdef",
-                    ),
+                    (keys::JWT_HS256_SECRET, "0123456789abcdef0123456789abcdef"),
                 ],
                 keys::JWT_HS256_SECRET,
             ),

@@ -89,7 +89,7 @@ impl GraphClient {
                 .pacer
                 .acquire(&target, request.data.len() as u64, context)
                 .await?;
-            if !session.is_fresh() {
+            if !session.is_fresh_at(self.clock.now()) {
                 // The session aged past its renewal margin while this request waited for its turn.
                 continue;
             }
@@ -170,7 +170,7 @@ impl GraphClient {
             .map_err(|_| invalid("the session expired before it arrived"))?;
         tracing::info!(mailbox = %mailbox_id, lifetime_secs = lifetime.as_secs(), "created an import session");
         self.metrics.session_created();
-        Ok(ImportSession::new(&import_url, lifetime))
+        Ok(ImportSession::new(&import_url, lifetime, self.clock.now()))
     }
 
     async fn post_item(

@@ -43,6 +43,7 @@ use sessions::SessionCache;
 
 use crate::auth::{AccessToken, Credential, CredentialError, TokenProvider};
 use crate::budget::{BudgetError, MemoryBudget, Reservation};
+use crate::clock::Clock;
 use crate::config::{GraphAccess, ImportHosts, TenantConfig, Timeouts};
 use crate::metrics::Metrics;
 use error::{classify_graph_status, transport_error, upstream_answer};
@@ -71,6 +72,8 @@ pub struct GraphClient {
     folders: Cache<(String, &'static str), String>,
     /// Single-item reads waiting to share an exportItems call.
     batches: export::ExportBatches,
+    /// When tokens and sessions are due for renewal.
+    clock: Clock,
     /// Delegated mode: each user's own mailboxes, by (tenant, object id).
     own: Cache<(String, String), resolve::OwnMailboxes>,
     /// Delegated mode: each user's Graph token, by (tenant, object id). Never the raw caller token as a
@@ -87,6 +90,7 @@ impl GraphClient {
         timeouts: Timeouts,
         pacer: MailboxPacer,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Result<GraphClient, CredentialError> {
         let credential = Credential::load(&tenant.credential)?;
         Ok(GraphClient {
@@ -95,12 +99,13 @@ impl GraphClient {
                 tenant,
                 credential,
                 metrics.clone(),
+                clock.clone(),
             ),
             http: ThreadLocal::new(),
             graph_url: tenant.graph_url.clone(),
             import_hosts: tenant.import_hosts.clone(),
             timeouts,
-            sessions: SessionCache::default(),
+            sessions: SessionCache::new(clock.clone()),
             pacer,
             metrics,
             mailboxes: Cache::builder()
@@ -112,6 +117,7 @@ impl GraphClient {
                 .time_to_live(RESOLVED_ID_TTL)
                 .build(),
             batches: export::ExportBatches::default(),
+            clock,
             own: Cache::builder()
                 .max_capacity(RESOLVED_ID_CAPACITY)
                 .time_to_live(RESOLVED_ID_TTL)
@@ -163,7 +169,7 @@ impl GraphClient {
         };
         let key = (user.tenant_id.clone(), user.oid.clone());
         if let Some(token) = users.get(&key).await {
-            if token.is_fresh() {
+            if token.is_fresh_at(self.clock.now()) {
                 return Ok(token);
             }
             users.invalidate(&key).await;

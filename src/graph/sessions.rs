@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::per_mailbox::PerMailbox;
+use crate::clock::Clock;
 use crate::refresh::RefreshSlot;
 
 /// Renew a session this long before its `expirationDateTime` (at most; a short-lived session is renewed
@@ -24,11 +25,11 @@ pub struct ImportSession {
 }
 
 impl ImportSession {
-    /// A session whose `importUrl` expires `lifetime` from now.
-    pub fn new(import_url: &Url, lifetime: Duration) -> ImportSession {
+    /// A session whose `importUrl` expires `lifetime` after `now`.
+    pub fn new(import_url: &Url, lifetime: Duration, now: Instant) -> ImportSession {
         ImportSession {
             url: Arc::new(import_url.clone()),
-            renew_at: Instant::now() + lifetime - SESSION_RENEW_MARGIN.min(lifetime / 4),
+            renew_at: now + lifetime - SESSION_RENEW_MARGIN.min(lifetime / 4),
         }
     }
 
@@ -37,9 +38,9 @@ impl ImportSession {
         &self.url
     }
 
-    /// Whether the session is still good to send an item on (not within its renewal margin).
-    pub fn is_fresh(&self) -> bool {
-        Instant::now() < self.renew_at
+    /// Whether the session is still good to send an item on at `now` (not within its renewal margin).
+    pub fn is_fresh_at(&self, now: Instant) -> bool {
+        now < self.renew_at
     }
 
     fn same_as(&self, other: &ImportSession) -> bool {
@@ -60,9 +61,19 @@ impl std::fmt::Debug for ImportSession {
 #[derive(Debug, Default)]
 pub struct SessionCache {
     slots: PerMailbox<RefreshSlot<ImportSession>>,
+    /// What "before it expires" is measured by.
+    clock: Clock,
 }
 
 impl SessionCache {
+    /// No sessions yet; their renewal measured by `clock`.
+    pub fn new(clock: Clock) -> SessionCache {
+        SessionCache {
+            slots: PerMailbox::default(),
+            clock,
+        }
+    }
+
     /// The mailbox's current session, or a new one from `create` (called once however many race).
     pub async fn get<E, Fut>(
         &self,
@@ -73,7 +84,7 @@ impl SessionCache {
         Fut: std::future::Future<Output = Result<ImportSession, E>>,
     {
         self.slot(mailbox_id)
-            .get_or_refresh(ImportSession::is_fresh, create)
+            .get_or_refresh(|session| session.is_fresh_at(self.clock.now()), create)
             .await
     }
 

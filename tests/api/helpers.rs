@@ -92,6 +92,8 @@ pub struct TestApp {
     pub simulator: Simulator,
     /// The store server, when the app keeps its state in one.
     pub redis: Option<RedisServer>,
+    /// The gateway's clock for token and session renewal (see `advance`).
+    pub clock: mailbox_gateway::clock::Clock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), mailbox_gateway::app::StartError>>>,
 }
@@ -143,6 +145,7 @@ pub async fn spawn_gateway(
     redis_url: Option<&str>,
 ) -> TestApp {
     let base = simulator.base_url();
+    let clock = mailbox_gateway::clock::Clock::default();
     let tenant = TenantConfig {
         tenant_id: DEMO.tenant_id.to_owned(),
         client_id: DEMO.client_id.to_owned(),
@@ -176,6 +179,7 @@ pub async fn spawn_gateway(
         memory_wait: options.memory_wait,
         idempotency: options.idempotency,
         shared_state: redis_url.map(SharedStateConfig::new),
+        clock: clock.clone(),
         ..Config::new(tenant)
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -197,6 +201,7 @@ pub async fn spawn_gateway(
         ),
         simulator,
         redis: None,
+        clock,
         shutdown: Some(shutdown),
         server: Some(server),
     }
@@ -237,13 +242,15 @@ pub fn client(bearer: Option<&str>, root: Option<&std::path::Path>) -> reqwest::
 }
 
 impl TestApp {
-    /// A handle on a gateway already running at `address` (another process), served by `simulator`.
+    /// A handle on a gateway already running at `address` (another process, whose clock `advance`
+    /// cannot move), served by `simulator`.
     pub fn at(address: &str, simulator: Simulator) -> TestApp {
         TestApp {
             address: address.to_owned(),
             client: client(None, None),
             simulator,
             redis: None,
+            clock: mailbox_gateway::clock::Clock::default(),
             shutdown: None,
             server: None,
         }
@@ -263,6 +270,7 @@ impl TestApp {
             client: self.client.clone(),
             simulator: self.simulator.clone(),
             redis: None,
+            clock: self.clock.clone(),
             shutdown: None,
             server: None,
         }
@@ -278,6 +286,13 @@ impl TestApp {
             "/v1/mailboxes/{}/folders/inbox/items",
             encode(mailbox)
         ))
+    }
+
+    /// Moves time forward for token and session lifetimes, in the simulator and the gateway together,
+    /// without waiting.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.simulator.advance(by);
+        self.clock.advance(by);
     }
 
     pub fn counters(&self) -> Counters {

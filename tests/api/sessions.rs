@@ -50,9 +50,8 @@ async fn a_session_is_renewed_before_it_expires() {
             .status(),
         201
     );
-    // Real time: the gateway's clock must pass the renewal point, and the gateway serves on worker
-    // threads with runtimes of their own (`server::Workers`), whose clocks a test cannot pause.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // Past the renewal point (three quarters of a short session's life), not yet past its expiry.
+    app.advance(Duration::from_millis(1600));
     assert_eq!(
         app.create(DEMO.mailbox_id, "inbox", item("b"))
             .await
