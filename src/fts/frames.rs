@@ -1,13 +1,11 @@
-//! Checks and builds the framed "FTS" item streams that Graph's importItem carries (docs/upstream.md section 7).
+//! Walks the frames of an item stream: `[u32 opcode][i32 length][payload]`, little-endian, back to back
+//! to the last byte (docs/upstream.md section 7).
 //!
-//! An item stream is a sequence of frames `[u32 opcode][i32 length][payload]`, little-endian, that ends
-//! exactly at the end of the buffer. The gateway walks the frames before it spends any upstream call, so a
-//! truncated or corrupt upload is refused with the byte offset of the problem. The walk allocates nothing
-//! and looks at each byte of frame headers once; payloads are skipped, not read.
-//!
-//! The builder at the bottom makes small well-formed streams for tests, the shipped sample and benchmarks.
+//! The gateway walks the frames before it spends any upstream call, so a truncated or corrupt upload is
+//! refused with the byte offset of the problem. The walk allocates nothing and looks at each byte of
+//! frame headers once; payloads are skipped, not read.
 
-use std::fmt;
+use super::error::{StreamError, StreamProblem};
 
 /// Opcode of the `Config` FastTransfer call.
 pub const OP_CONFIG: u32 = 1;
@@ -19,7 +17,7 @@ pub const OP_IS_INTERFACE_OK: u32 = 3;
 pub const OP_TELL_PARTNER_VERSION: u32 = 4;
 
 /// Bytes in a frame header: the opcode and the payload length.
-const HEADER_LEN: usize = 8;
+pub(crate) const HEADER_LEN: usize = 8;
 
 /// What a well-formed stream holds, for logs and audit lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,79 +27,6 @@ pub struct StreamSummary {
     /// Total payload bytes of all TransferBuffer frames (the property stream's length).
     pub transfer_bytes: usize,
 }
-
-/// Why a stream is not well formed, and where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamError {
-    /// Byte offset (from the start of the stream) of the frame or field at fault.
-    pub offset: usize,
-    /// What is wrong there.
-    pub problem: StreamProblem,
-}
-
-/// The ways a stream can be malformed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamProblem {
-    /// The stream has no bytes at all.
-    Empty,
-    /// Fewer than eight bytes remain where a frame header should start.
-    TruncatedHeader { remaining: usize },
-    /// The opcode is not a FastTransfer call that item streams carry.
-    UnknownOpcode(u32),
-    /// The length field is negative.
-    NegativeLength(i32),
-    /// The payload runs past the end of the stream.
-    TruncatedPayload { declared: usize, remaining: usize },
-    /// A call whose payload has a fixed size declares another size.
-    WrongPayloadSize {
-        opcode: u32,
-        expected: usize,
-        declared: usize,
-    },
-    /// A TransferBuffer with no bytes, which Exchange's own reader rejects as corrupt.
-    EmptyTransferBuffer,
-    /// No TransferBuffer at all: the stream carries no item.
-    NoTransferBuffer,
-}
-
-impl fmt::Display for StreamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at byte {}: ", self.offset)?;
-        match &self.problem {
-            StreamProblem::Empty => write!(f, "the item stream is empty"),
-            StreamProblem::TruncatedHeader { remaining } => write!(
-                f,
-                "a frame header needs {HEADER_LEN} bytes but only {remaining} remain"
-            ),
-            StreamProblem::UnknownOpcode(op) => write!(
-                f,
-                "unknown frame opcode {op} (item streams use 1-4 and 11-17)"
-            ),
-            StreamProblem::NegativeLength(len) => write!(f, "frame length {len} is negative"),
-            StreamProblem::TruncatedPayload {
-                declared,
-                remaining,
-            } => write!(
-                f,
-                "the frame declares {declared} payload bytes but only {remaining} remain"
-            ),
-            StreamProblem::WrongPayloadSize {
-                opcode,
-                expected,
-                declared,
-            } => write!(
-                f,
-                "frame opcode {opcode} must carry {expected} payload bytes, not {declared}"
-            ),
-            StreamProblem::EmptyTransferBuffer => write!(f, "a TransferBuffer frame is empty"),
-            StreamProblem::NoTransferBuffer => {
-                write!(f, "the stream has no TransferBuffer frame, so no item")
-            }
-        }
-    }
-}
-
-impl std::error::Error for StreamError {}
 
 /// Walks the frames of `stream` and says whether it is a well-formed item stream.
 ///
@@ -178,127 +103,24 @@ fn fixed_payload_size(opcode: u32) -> Option<usize> {
     }
 }
 
-/// Builds small, well-formed item streams: the three set-up calls known producers emit, then the
-/// message's properties split over one or more TransferBuffers.
-///
-/// ```
-/// let stream = mailbox_gateway::fts::ItemBuilder::new("Quarterly report").body("See attached.").build();
-/// assert!(mailbox_gateway::fts::check(&stream).is_ok());
-/// ```
-#[derive(Clone, Debug)]
-pub struct ItemBuilder {
-    subject: String,
-    body: String,
-    padding: usize,
-    max_transfer_buffer: usize,
-}
-
-/// IID_IMessage `{00020307-0000-0000-C000-000000000046}` in its on-the-wire byte order.
-const IID_IMESSAGE: [u8; 16] = [
-    0x07, 0x03, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46,
-];
-const PID_TAG_IMPORTANCE: u32 = 0x0017_0003;
-const PID_TAG_MESSAGE_CLASS: u32 = 0x001A_001F;
-const PID_TAG_SUBJECT: u32 = 0x0037_001F;
-const PID_TAG_BODY: u32 = 0x1000_001F;
-/// A named-less binary property used to pad synthetic items to a requested size.
-const PID_TAG_PADDING: u32 = 0x6700_0102;
-
-impl ItemBuilder {
-    /// An IPM.Note with the given subject and no body.
-    pub fn new(subject: &str) -> Self {
-        ItemBuilder {
-            subject: subject.to_owned(),
-            body: String::new(),
-            padding: 0,
-            max_transfer_buffer: 32 * 1024,
+/// The payloads of the TransferBuffer frames of a stream `check` accepted, each with the byte offset
+/// where it starts: the property stream, in the pieces the frames cut it into.
+pub(crate) fn transfer_buffers(stream: &[u8]) -> Vec<(usize, &[u8])> {
+    let mut buffers = Vec::new();
+    let mut offset = 0;
+    while let Some(header) = stream.get(offset..offset + HEADER_LEN) {
+        let opcode = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let length = u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) as usize;
+        let start = offset + HEADER_LEN;
+        let Some(payload) = stream.get(start..start.saturating_add(length)) else {
+            break;
+        };
+        if opcode == OP_TRANSFER_BUFFER {
+            buffers.push((start, payload));
         }
+        offset = start + length;
     }
-
-    /// Sets the plain-text body.
-    pub fn body(mut self, body: &str) -> Self {
-        self.body = body.to_owned();
-        self
-    }
-
-    /// Adds a binary property of `bytes` bytes, to make items of a given size.
-    pub fn padding(mut self, bytes: usize) -> Self {
-        self.padding = bytes;
-        self
-    }
-
-    /// Splits the property stream into TransferBuffers of at most `bytes` bytes (at least 1).
-    pub fn max_transfer_buffer(mut self, bytes: usize) -> Self {
-        self.max_transfer_buffer = bytes.max(1);
-        self
-    }
-
-    /// Writes the framed stream.
-    pub fn build(&self) -> Vec<u8> {
-        let mut props = Vec::new();
-        put_u32(&mut props, PID_TAG_IMPORTANCE);
-        put_u32(&mut props, 1);
-        put_unicode(&mut props, PID_TAG_MESSAGE_CLASS, "IPM.Note");
-        put_unicode(&mut props, PID_TAG_SUBJECT, &self.subject);
-        if !self.body.is_empty() {
-            put_unicode(&mut props, PID_TAG_BODY, &self.body);
-        }
-        if self.padding > 0 {
-            put_u32(&mut props, PID_TAG_PADDING);
-            put_u32(&mut props, self.padding as u32);
-            props.extend((0..self.padding).map(|i| (i % 251) as u8));
-        }
-
-        let mut out = Vec::with_capacity(props.len() + 128);
-        let mut config = Vec::new();
-        put_u32(&mut config, 0);
-        put_u32(&mut config, 1);
-        put_frame(&mut out, OP_CONFIG, &config);
-        let mut interface = Vec::new();
-        put_u32(&mut interface, 1);
-        interface.extend_from_slice(&IID_IMESSAGE);
-        put_u32(&mut interface, 0x8000_2400);
-        put_frame(&mut out, OP_IS_INTERFACE_OK, &interface);
-        // Version 15.20.4566.6022, encoded as docs/upstream.md section 7 describes.
-        let version: [u16; 3] = [(15 << 8) | 20, 0x8000 | 4566, 6022];
-        let version: Vec<u8> = version.iter().flat_map(|w| w.to_le_bytes()).collect();
-        put_frame(&mut out, OP_TELL_PARTNER_VERSION, &version);
-        for chunk in props.chunks(self.max_transfer_buffer) {
-            put_frame(&mut out, OP_TRANSFER_BUFFER, chunk);
-        }
-        out
-    }
-}
-
-/// A synthetic item of roughly `size` bytes (never less than a minimal item), for load tests.
-pub fn synthetic_item(subject: &str, size: usize) -> Vec<u8> {
-    let minimal = ItemBuilder::new(subject).build().len();
-    let padding = size.saturating_sub(minimal + 8);
-    ItemBuilder::new(subject)
-        .padding(padding)
-        .max_transfer_buffer(1024 * 1024)
-        .build()
-}
-
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
-fn put_unicode(out: &mut Vec<u8>, tag: u32, text: &str) {
-    put_u32(out, tag);
-    let utf16: Vec<u8> = text
-        .encode_utf16()
-        .chain(std::iter::once(0))
-        .flat_map(u16::to_le_bytes)
-        .collect();
-    put_u32(out, utf16.len() as u32);
-    out.extend_from_slice(&utf16);
-}
-
-fn put_frame(out: &mut Vec<u8>, opcode: u32, payload: &[u8]) {
-    put_u32(out, opcode);
-    out.extend_from_slice(&(payload.len() as i32).to_le_bytes());
-    out.extend_from_slice(payload);
+    buffers
 }
 
 #[cfg(test)]
@@ -306,6 +128,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::fts::ItemBuilder;
 
     proptest! {
         #[test]
@@ -351,8 +174,9 @@ mod tests {
     }
 
     fn frame(opcode: u32, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_frame(&mut out, opcode, payload);
+        let mut out = opcode.to_le_bytes().to_vec();
+        out.extend_from_slice(&(payload.len() as i32).to_le_bytes());
+        out.extend_from_slice(payload);
         out
     }
 
@@ -372,13 +196,6 @@ mod tests {
             .build();
         let summary = check(&item).unwrap();
         assert_eq!(summary.frames, 3 + 11);
-    }
-
-    #[test]
-    fn synthetic_items_have_about_the_requested_size() {
-        let item = synthetic_item("x", 64 * 1024);
-        assert!(check(&item).is_ok());
-        assert!(item.len().abs_diff(64 * 1024) < 64, "{}", item.len());
     }
 
     #[test]
