@@ -200,6 +200,8 @@ async fn no_credential_appears_in_logs_responses_or_debug_output_at_trace_level(
         "folder=",
         "mode=",
         "size=",
+        "message_class=\"IPM.Note\"",
+        "attachments=0",
         "sha256=",
         "status=",
         "item_id=",

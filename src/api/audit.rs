@@ -42,6 +42,8 @@ pub(super) fn import(
         folder = %command.folder,
         mode = command.mode_name(),
         size = command.data.len(),
+        message_class = command.facts.message_class.as_deref(),
+        attachments = command.facts.attachments,
         sha256 = digest.map(|d| tracing::field::display(Hex(d))),
         status = status.as_u16(),
         code,

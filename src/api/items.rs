@@ -71,8 +71,38 @@ pub(super) struct ImportCommand {
     pub(super) folder: FolderRef,
     pub(super) mode: ImportMode,
     pub(super) data: Bytes,
+    /// What the item is, for its audit line.
+    pub(super) facts: ItemFacts,
     /// The item's bytes in the memory budget, given back when the import has been answered.
     _reserved: Reservation,
+}
+
+/// What an item is, as far as its property stream says: for the audit line, never to refuse an item
+/// (Exchange judges the properties; the gateway checks only the framing).
+#[derive(Debug, Default)]
+pub(super) struct ItemFacts {
+    /// The message class, such as `IPM.Note`, cut to [`MAX_CLASS_CHARS`].
+    pub(super) message_class: Option<String>,
+    /// Attachments of the item itself (not of embedded items).
+    pub(super) attachments: Option<usize>,
+}
+
+/// Longest message class written to an audit line.
+const MAX_CLASS_CHARS: usize = 64;
+
+impl ItemFacts {
+    fn of(data: &[u8]) -> ItemFacts {
+        match crate::fts::summarize(data) {
+            Ok(summary) => ItemFacts {
+                message_class: summary
+                    .message
+                    .message_class
+                    .map(|class| class.chars().take(MAX_CLASS_CHARS).collect()),
+                attachments: Some(summary.message.attachments.len()),
+            },
+            Err(_) => ItemFacts::default(),
+        }
+    }
 }
 
 /// `POST /v1/mailboxes/{mailbox}/folders/{folder}/items`: creates an item from its raw stream.
@@ -95,6 +125,7 @@ pub async fn create_item(
         mailbox,
         folder,
         mode: ImportMode::Create,
+        facts: ItemFacts::of(&data),
         data,
         _reserved: reserved,
     };
@@ -127,6 +158,7 @@ pub async fn update_item(
             item_id,
             change_key,
         },
+        facts: ItemFacts::of(&data),
         data,
         _reserved: reserved,
     };
@@ -240,6 +272,7 @@ pub async fn import_item_json(
         mailbox,
         folder,
         mode,
+        facts: ItemFacts::of(&data),
         data: Bytes::from(data),
         _reserved: reserved,
     };

@@ -363,17 +363,44 @@ struct ExportItemsBody {
     item_ids: Vec<String>,
 }
 
-/// One entry of the `exportItems` answer, in Graph's shape.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ExportEntry {
-    item_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    change_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<serde_json::Value>,
+/// Writes one entry of the `exportItems` answer in Graph's shape: `{"itemId","changeKey","data"}` with
+/// the base64 encoded straight into the answer, or `{"itemId","error":{"code","message"}}`.
+fn write_entry(out: &mut Vec<u8>, entry: Exported, items: &mut usize, bytes: &mut usize) {
+    let string = |out: &mut Vec<u8>, text: &str| {
+        serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail")
+    };
+    out.extend_from_slice(b"{\"itemId\":");
+    match entry {
+        Exported::Item(item) => {
+            string(out, &item.item_id);
+            out.extend_from_slice(b",\"changeKey\":");
+            string(out, &item.change_key);
+            out.extend_from_slice(b",\"data\":\"");
+            let start = out.len();
+            out.resize(
+                start + base64_simd::STANDARD.encoded_length(item.data.len()),
+                0,
+            );
+            let written = base64_simd::STANDARD
+                .encode(&item.data, base64_simd::Out::from_slice(&mut out[start..]))
+                .len();
+            debug_assert_eq!(start + written, out.len());
+            out.extend_from_slice(b"\"}");
+            *items += 1;
+            *bytes += item.data.len();
+        }
+        Exported::Failed {
+            item_id,
+            code,
+            message,
+        } => {
+            string(out, &item_id);
+            out.extend_from_slice(b",\"error\":");
+            serde_json::to_writer(&mut *out, &json!({ "code": code, "message": message }))
+                .expect("writing to a Vec cannot fail");
+            out.push(b'}');
+        }
+    }
 }
 
 /// `POST /v1/mailboxes/{mailbox}/exportItems`: Graph's own request and answer, base64 `data` and
@@ -413,38 +440,28 @@ pub async fn export_items_json(
             .graph
             .export_items(&mailbox_id, &request.item_ids, &state.budget, &context)
             .await?;
-        // The answer's base64 exists beside the decoded items while it is built.
-        let kept = batch.held.bytes();
-        super::input::reserve(&state.budget, &mut batch.held, kept.div_ceil(3) * 4 * 2).await?;
-        let mut bytes = 0;
-        let value: Vec<ExportEntry> = batch
+        // The answer is written once, straight from the decoded items (each dropped once written), so
+        // the item exists twice only as raw bytes and its base64: reserve the base64 too.
+        let encoded: usize = batch
             .items
-            .drain(..)
+            .iter()
             .map(|entry| match entry {
-                Exported::Item(item) => {
-                    bytes += item.data.len();
-                    ExportEntry {
-                        item_id: item.item_id,
-                        change_key: Some(item.change_key),
-                        data: Some(base64_simd::STANDARD.encode_to_string(&item.data)),
-                        error: None,
-                    }
-                }
-                Exported::Failed {
-                    item_id,
-                    code,
-                    message,
-                } => ExportEntry {
-                    item_id,
-                    change_key: None,
-                    data: None,
-                    error: Some(json!({ "code": code, "message": message })),
-                },
+                Exported::Item(item) => base64_simd::STANDARD.encoded_length(item.data.len()),
+                Exported::Failed { .. } => 0,
             })
-            .collect();
-        let items = value.iter().filter(|e| e.data.is_some()).count();
-        let body =
-            serde_json::to_vec(&json!({ "value": value })).map_err(|_| ApiError::Internal)?;
+            .sum();
+        let envelope = 256 * batch.items.len() + 16;
+        super::input::reserve(&state.budget, &mut batch.held, encoded + envelope).await?;
+        let (mut items, mut bytes) = (0, 0);
+        let mut body = Vec::with_capacity(encoded + envelope);
+        body.extend_from_slice(b"{\"value\":[");
+        for (index, entry) in batch.items.drain(..).enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            write_entry(&mut body, entry, &mut items, &mut bytes);
+        }
+        body.extend_from_slice(b"]}");
         Ok::<_, ApiError>((body, items, bytes, batch.held))
     }
     .await;
