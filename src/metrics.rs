@@ -140,7 +140,7 @@ impl Metrics {
         );
         registry.register(
             "token_requests",
-            "App token requests, by result",
+            "Token requests to Entra ID, by result: ok and error for the app's own token, obo_ok and obo_error for on-behalf-of exchanges",
             metrics.token_requests.clone(),
         );
         registry.register(

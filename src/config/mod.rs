@@ -230,6 +230,18 @@ impl Config {
             "delegated" => Ok(GraphAccess::Delegated),
             _ => Err("must be application or delegated".to_owned()),
         })?;
+        if graph_access == GraphAccess::Delegated
+            && uuid::Uuid::parse_str(&tenant.tenant_id).is_err()
+        {
+            // The issuer callers' tokens carry names the tenant by its id; a domain would match none.
+            return Err(ConfigError::Invalid {
+                key: keys::AZURE_TENANT_ID,
+                problem:
+                    "delegated mode needs the tenant's id (a GUID), which users' tokens carry in \
+                          their issuer, not a domain name"
+                        .into(),
+            });
+        }
         let users = (graph_access == GraphAccess::Delegated).then(|| tenant.user_token_defaults());
         let access = AccessConfig::load(sources, listen, simulate, users.as_ref())?;
         let memory_budget = positive(sources, keys::MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET)?;

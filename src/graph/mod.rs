@@ -179,7 +179,14 @@ impl GraphClient {
                 self.tokens.on_behalf_of(&user.token, user.expires_at).await
             })
             .await
-            .map_err(|e| GraphError::new(action, ErrorKind::Delegation((*e).clone())))
+            .map_err(|e| {
+                // A refusal is Entra's answer about this user; an unreachable endpoint is not.
+                let kind = match &*e {
+                    crate::auth::AuthError::Rejected { .. } => ErrorKind::Delegation((*e).clone()),
+                    other => ErrorKind::Auth(other.clone()),
+                };
+                GraphError::new(action, kind)
+            })
     }
 
     /// Drops a token Graph refused (401).
