@@ -12,6 +12,7 @@ mod input;
 mod items;
 mod read;
 mod request_id;
+mod unread;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -144,6 +145,8 @@ pub fn router(state: AppState) -> Router {
                 .unwrap_or("-");
             tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path(), client = tracing::field::Empty)
         }))
+        // Around everything that may answer before reading the body (authentication included).
+        .layer(axum::middleware::from_fn(unread::close_when_unread))
         // Outermost, so every response, including the fallbacks' and panics', carries the request id.
         .layer(axum::middleware::from_fn(assign_request_id))
 }

@@ -312,3 +312,25 @@ async fn common_mistakes_get_problems_that_say_what_to_do() {
 
     assert_eq!(app.counters().graph_requests, 0);
 }
+
+#[tokio::test]
+async fn an_answer_given_before_the_body_was_read_says_connection_close() {
+    let app = spawn_app_with(AppOptions {
+        max_item_bytes: 1024,
+        ..AppOptions::default()
+    })
+    .await;
+    // Refused on its Content-Length, before a byte of the body is read: the client must not reuse the
+    // connection, which closes after this answer.
+    let refused = app
+        .create(DEMO.mailbox_id, "inbox", vec![0; 64 * 1024])
+        .await;
+    assert_eq!(refused.status(), 413);
+    assert_eq!(refused.headers()["connection"], "close");
+    // Read to its end: the connection stays open for the next request.
+    let created = app
+        .create(DEMO.mailbox_id, "inbox", item("kept alive"))
+        .await;
+    assert_eq!(created.status(), 201);
+    assert!(created.headers().get("connection").is_none());
+}
