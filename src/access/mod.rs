@@ -38,6 +38,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// Whose `Idempotency-Key`s these are: the client's name, or in delegated mode the user
+    /// (`tid/oid`), so two users never share keys whatever claim names them.
+    pub fn key_scope(&self) -> std::borrow::Cow<'_, str> {
+        match &self.user {
+            Some(user) => format!("user:{}/{}", user.tenant_id, user.oid).into(),
+            None => self.name.as_str().into(),
+        }
+    }
+
     /// A client known by name alone (api-key mode, or authentication off).
     pub fn named(name: impl Into<String>) -> Client {
         Client {

@@ -99,6 +99,32 @@ impl AccessConfig {
     ) -> Result<AccessConfig, ConfigError> {
         let invalid = |key: &'static str, problem: String| ConfigError::Invalid { key, problem };
         let auth_mode = sources.get(keys::AUTH).map(str::trim);
+        if let Some(users) = users {
+            // A delegated token is cached by user and reused without asking Entra again, so only tokens
+            // Entra issued for this app in this tenant may name a user: no other issuer, keys or audience.
+            let api_uri = format!("api://{}", users.client_id);
+            let own = [
+                (keys::JWT_ISSUER, vec![users.issuer.clone()]),
+                (keys::JWT_JWKS_URL, vec![users.jwks_url.to_string()]),
+                (keys::JWT_JWKS_FILE, vec![]),
+                (keys::JWT_AUDIENCE, vec![users.client_id.clone(), api_uri]),
+            ];
+            for (key, allowed) in own {
+                if let Some(value) = sources.get(key) {
+                    if !allowed
+                        .iter()
+                        .any(|a| a.trim_end_matches('/') == value.trim().trim_end_matches('/'))
+                    {
+                        return Err(invalid(
+                            key,
+                            "delegated mode takes only the tenant's own Entra ID issuer, keys and the \
+                             gateway's app as audience; leave it unset to use them"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        }
         if users.is_some() && auth_mode != Some("jwt") {
             return Err(invalid(
                 keys::AUTH,

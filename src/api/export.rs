@@ -7,6 +7,8 @@
 //! every item has passed. If the export fails midway, the stream ends with an `error.json` entry and is
 //! then cut off without the end-of-archive blocks, so no client mistakes it for a complete, shorter folder.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -24,6 +26,7 @@ use tracing::Instrument;
 use super::{audit, authorize, ApiError};
 use crate::access::{Client, Operation};
 use crate::app::AppState;
+use crate::budget::Reservation;
 use crate::graph::{
     CallContext, ErrorKind, Exported, GraphError, ItemPage, ItemSummary, PageQuery, MAX_EXPORT_IDS,
 };
@@ -114,6 +117,7 @@ pub async fn export_folder(
         }
     };
     let (sender, receiver) = mpsc::channel(CHUNKS_AHEAD);
+    let finished = Arc::new(AtomicBool::new(false));
     let export = FolderExport {
         state: state.clone(),
         client,
@@ -123,6 +127,8 @@ pub async fn export_folder(
         folder_id,
         context,
         out: sender,
+        finished: finished.clone(),
+        seen: HashSet::new(),
         written: Vec::new(),
         missing: Vec::new(),
         bytes: 0,
@@ -131,7 +137,7 @@ pub async fn export_folder(
     state.tasks.spawn(
         super::request_id::carry_request_id(export.run(page)).instrument(tracing::Span::current()),
     );
-    let body = Body::from_stream(tokio_stream_from(receiver));
+    let body = Body::from_stream(tokio_stream_from(receiver, finished));
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -154,11 +160,38 @@ fn first_page() -> PageQuery {
     }
 }
 
-/// The chunks of the archive as a body stream; an `Err` cuts the response off.
+/// One piece of the archive, with the memory-budget reservation of the item it carries (if any): the
+/// bytes count against the budget until the body hands them to the connection.
+type Chunk = Result<(Bytes, Option<Arc<Reservation>>), std::io::Error>;
+
+/// The chunks of the archive as a body stream; an `Err` cuts the response off, and so does the end of
+/// the channel before the archive was finished (the export's task ended without finishing it).
 fn tokio_stream_from(
-    mut receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    mut receiver: mpsc::Receiver<Chunk>,
+    finished: Arc<AtomicBool>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+    let mut ended = false;
+    futures_util::stream::poll_fn(move |cx| {
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        match receiver.poll_recv(cx) {
+            std::task::Poll::Ready(Some(Ok((bytes, _held)))) => {
+                std::task::Poll::Ready(Some(Ok(bytes)))
+            }
+            std::task::Poll::Ready(Some(Err(error))) => {
+                ended = true;
+                std::task::Poll::Ready(Some(Err(error)))
+            }
+            std::task::Poll::Ready(None) if !finished.load(Ordering::Acquire) => {
+                ended = true;
+                std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                    "the folder export ended before its archive was complete",
+                ))))
+            }
+            other => other.map(|_| None),
+        }
+    })
 }
 
 /// Why writing the archive stopped early.
@@ -184,7 +217,11 @@ struct FolderExport {
     folder: FolderRef,
     folder_id: String,
     context: CallContext,
-    out: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    out: mpsc::Sender<Chunk>,
+    /// Set once the archive's end (or its error) has been handed over.
+    finished: Arc<AtomicBool>,
+    /// Item ids written, so an item the listing shows twice (it shifted meanwhile) is written once.
+    seen: HashSet<String>,
     written: Vec<IndexEntry>,
     missing: Vec<String>,
     bytes: usize,
@@ -222,7 +259,8 @@ impl FolderExport {
                 "itemsWritten": self.written.len(),
             });
             let text = serde_json::to_vec_pretty(&problem).expect("JSON values serialise");
-            let _ = self.send(entry(ERROR_ENTRY, Bytes::from(text))).await;
+            let _ = self.send(entry(ERROR_ENTRY, Bytes::from(text)), None).await;
+            self.finished.store(true, Ordering::Release);
             let _ = self
                 .out
                 .send(Err(std::io::Error::other(
@@ -258,20 +296,29 @@ impl FolderExport {
             missing: &self.missing,
         };
         let text = serde_json::to_vec_pretty(&index).expect("the index serialises");
-        self.send(entry(INDEX_ENTRY, Bytes::from(text))).await?;
+        self.send(entry(INDEX_ENTRY, Bytes::from(text)), None)
+            .await?;
         // The end of the archive: two zero blocks.
-        self.send(vec![Bytes::from_static(&[0; 1024])]).await
+        self.finished.store(true, Ordering::Release);
+        self.send(vec![Bytes::from_static(&[0; 1024])], None).await
     }
 
     /// Exports one batch of items and writes each as its entry, in listing order.
     async fn write_batch(&mut self, items: &[ItemSummary]) -> Result<(), Stop> {
-        let ids: Vec<String> = items.iter().map(|i| i.item_id.clone()).collect();
+        let ids: Vec<String> = items
+            .iter()
+            .filter(|i| self.seen.insert(i.item_id.clone()))
+            .map(|i| i.item_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
         let batch = self
             .state
             .graph
             .export_items(&self.mailbox_id, &ids, &self.state.budget, &self.call())
             .await?;
-        let _held = Arc::new(batch.held);
+        let held = Arc::new(batch.held);
         for exported in batch.items {
             match exported {
                 Exported::Item(item) => {
@@ -284,7 +331,7 @@ impl FolderExport {
                         sha256: hex::encode(Sha256::digest(&item.data)),
                     });
                     self.bytes += item.data.len();
-                    self.send(entry(&file, item.data)).await?;
+                    self.send(entry(&file, item.data), Some(&held)).await?;
                 }
                 Exported::Failed {
                     item_id,
@@ -311,10 +358,11 @@ impl FolderExport {
             .acting_for(self.client.user.clone())
     }
 
-    async fn send(&self, chunks: Vec<Bytes>) -> Result<(), Stop> {
+    /// Hands chunks to the body, each holding `held` (the batch's reservation) until it is sent.
+    async fn send(&self, chunks: Vec<Bytes>, held: Option<&Arc<Reservation>>) -> Result<(), Stop> {
         for chunk in chunks {
             self.out
-                .send(Ok(chunk))
+                .send(Ok((chunk, held.cloned())))
                 .await
                 .map_err(|_| Stop::ClientGone)?;
         }

@@ -35,7 +35,7 @@ pub(super) async fn run(
         None => None,
         Some(key) => {
             let fingerprint = command.fingerprint(&digest.expect("computed when a key is present"));
-            match claim(&state, &command.client.name, &key, fingerprint).await? {
+            match claim(&state, &command.client.key_scope(), &key, fingerprint).await? {
                 Ok(claimed) => Some(claimed),
                 Err(stored) => {
                     tracing::info!(idempotency_key = %key, "replaying the stored response");

@@ -217,8 +217,12 @@ impl Sink {
     /// An entry begins (for a directory).
     fn begin(&mut self, name: &str) -> Result<(), Failure> {
         if let Sink::Directory { dir, current } = self {
-            // Only plain names: the gateway writes no others, and nothing may land outside the directory.
-            if name.contains(['/', '\\']) || name.starts_with('.') {
+            // Only the names the gateway writes (32 hex digits and .fts): nothing may land outside the
+            // directory or overwrite a file of another meaning.
+            let plain = name.strip_suffix(".fts").is_some_and(|stem| {
+                stem.len() == 32 && stem.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            });
+            if !plain {
                 return Err(Failure::Run(format!(
                     "the archive holds an unexpected entry {name:?}"
                 )));
@@ -333,13 +337,18 @@ impl TarReader {
             bytes = &bytes[take..];
             if self.header.len() == 512 {
                 let block = std::mem::take(&mut self.header);
-                self.begin_entry(&block, sink)?;
+                self.begin_entry(&block, sink, progress)?;
             }
         }
         Ok(())
     }
 
-    fn begin_entry(&mut self, block: &[u8], sink: &mut Sink) -> Result<(), Failure> {
+    fn begin_entry(
+        &mut self,
+        block: &[u8],
+        sink: &mut Sink,
+        progress: &Progress,
+    ) -> Result<(), Failure> {
         if block.iter().all(|&b| b == 0) {
             self.ended = true;
             return Ok(());
@@ -368,16 +377,11 @@ impl TarReader {
             kept,
         };
         if size == 0 {
-            self.finish_entry_empty(entry);
+            self.finish_entry(entry, progress);
         } else {
             self.entry = Some(entry);
         }
         Ok(())
-    }
-
-    fn finish_entry_empty(&mut self, entry: Entry) {
-        self.hashes
-            .insert(entry.name, (0, hex::encode(entry.hash.finalize())));
     }
 
     fn finish_entry(&mut self, entry: Entry, progress: &Progress) {

@@ -152,7 +152,10 @@ impl Source {
 /// An item read and checked, ready to send.
 struct Ready {
     path: String,
+    /// The item's key, which the journal records.
     key: String,
+    /// The key it is sent under: the same, but for an explicit `--retry-unknown`.
+    send_key: String,
     data: Vec<u8>,
 }
 
@@ -243,6 +246,7 @@ async fn restore(args: Args) -> Result<ExitCode, Failure> {
                     }
                 };
                 let key = idempotency_key(&mailbox, &folder, &data);
+                let mut send_key = key.clone();
                 if let Some(previous) = done.get(&key) {
                     let again = previous.outcome == Outcome::OutcomeUnknown && retry_unknown;
                     if !again && previous.outcome != Outcome::Failed {
@@ -250,8 +254,20 @@ async fn restore(args: Args) -> Result<ExitCode, Failure> {
                         reports.blocking_lock().push(from_journal(path, previous));
                         return true;
                     }
+                    if again {
+                        // The gateway answers the old key with its stored outcome_unknown for as long
+                        // as it remembers it: the operator's explicit retry needs a key of its own.
+                        send_key = format!("{key}-retry");
+                    }
                 }
-                ready_tx.blocking_send(Ready { path, key, data }).is_ok()
+                ready_tx
+                    .blocking_send(Ready {
+                        path,
+                        key,
+                        send_key,
+                        data,
+                    })
+                    .is_ok()
             })
         })
     };
@@ -341,7 +357,7 @@ async fn send(client: &reqwest::Client, url: &str, item: &Ready) -> ItemReport {
         let answer = client
             .post(url)
             .header("content-type", "application/octet-stream")
-            .header("idempotency-key", &item.key)
+            .header("idempotency-key", &item.send_key)
             .body(item.data.clone())
             .send()
             .await;
@@ -518,13 +534,14 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// The `.fts` entries of a folder-export tar. A tar whose export failed midway (it holds
-/// `error.json`) is refused: it is not the whole folder.
+/// The `.fts` entries of a folder-export tar. A tar whose export failed midway (it holds `error.json`,
+/// or lacks the `index.json` a finished export ends with) is refused: it is not the whole folder.
 fn tar_entries(path: &Path) -> Result<Vec<Source>, String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut archive = tar::Archive::new(file);
     let mut sources = Vec::new();
+    let mut indexed = false;
     let entries = archive
         .entries()
         .map_err(|e| format!("{} is not a tar file: {e}", path.display()))?;
@@ -543,12 +560,20 @@ fn tar_entries(path: &Path) -> Result<Vec<Source>, String> {
                 path.display()
             ));
         }
+        indexed |= name == "index.json";
         if name.ends_with(".fts") {
             sources.push(Source::TarEntry {
                 tar: path.to_owned(),
                 name,
             });
         }
+    }
+    if !indexed {
+        return Err(format!(
+            "{} has no index.json: it is not a whole folder export (or it was cut off); export the \
+             folder again",
+            path.display()
+        ));
     }
     Ok(sources)
 }

@@ -362,10 +362,12 @@ async fn send_batch(
     {
         Ok(exported) => {
             let held = Arc::new(exported.held);
-            let by_id: HashMap<&str, &Exported> = exported
-                .items
+            // By position: the answer's entries come in the order asked, whatever spelling of an id
+            // Graph writes back.
+            let by_id: HashMap<&str, &Exported> = ids
                 .iter()
-                .map(|entry| (entry.item_id(), entry))
+                .map(String::as_str)
+                .zip(exported.items.iter())
                 .collect();
             for (id, sender) in readers {
                 let answer = match by_id.get(id.as_str()) {

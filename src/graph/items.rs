@@ -15,6 +15,9 @@ use super::{
 /// for these listings. Anything else in a token is refused, so a token cannot ask Graph for more.
 const PAGE_TOKEN_PARAMETERS: &[&str] = &["$skiptoken", "$skip", "$top", "$filter", "$select"];
 
+/// The largest `$top` a page token may carry (the API's own largest page size).
+const MAX_TOP: u32 = 1000;
+
 /// The item properties asked of Graph and passed on.
 const ITEM_PROPERTIES: &str = "id,changeKey,type,size,createdDateTime,lastModifiedDateTime";
 
@@ -239,10 +242,21 @@ pub fn decode_page_token(token: &str) -> Result<Vec<(String, String)>, InvalidPa
         .map_err(|_| InvalidPageToken)?;
     let pairs: Vec<(String, String)> =
         serde_json::from_slice(&json).map_err(|_| InvalidPageToken)?;
-    if pairs
-        .iter()
-        .all(|(key, _)| PAGE_TOKEN_PARAMETERS.contains(&key.as_str()))
-    {
+    // Unsigned, so whatever a client could change is checked again: only paging parameters, a page no
+    // larger than a client may ask for, the properties the gateway asks for, and its own filter.
+    let sane = pairs.iter().all(|(key, value)| match key.as_str() {
+        "$top" => value
+            .parse::<u32>()
+            .is_ok_and(|n| (1..=MAX_TOP).contains(&n)),
+        "$select" => value == ITEM_PROPERTIES,
+        "$filter" => value
+            .strip_prefix("createdDateTime gt ")
+            .is_some_and(|at| chrono::DateTime::parse_from_rfc3339(at).is_ok()),
+        "$skip" => value.parse::<u64>().is_ok(),
+        "$skiptoken" => true,
+        _ => false,
+    });
+    if sane {
         Ok(pairs)
     } else {
         Err(InvalidPageToken)
@@ -278,8 +292,17 @@ mod tests {
         ] {
             assert_eq!(page_token(&asked, elsewhere), None, "{elsewhere}");
         }
-        let forged = URL_SAFE_NO_PAD.encode(br#"[["$expand","attachments"]]"#);
-        assert!(decode_page_token(&forged).is_err());
+        for forged in [
+            r#"[["$expand","attachments"]]"#,
+            r#"[["$top","100000"]]"#,
+            r#"[["$select","id,body"]]"#,
+            r#"[["$filter","true"]]"#,
+        ] {
+            assert!(
+                decode_page_token(&URL_SAFE_NO_PAD.encode(forged)).is_err(),
+                "{forged}"
+            );
+        }
         assert!(decode_page_token("not base64!").is_err());
     }
 }

@@ -182,7 +182,11 @@ impl GraphClient {
             .map_err(|e| {
                 // A refusal is Entra's answer about this user; an unreachable endpoint is not.
                 let kind = match &*e {
-                    crate::auth::AuthError::Rejected { .. } => ErrorKind::Delegation((*e).clone()),
+                    crate::auth::AuthError::Rejected { status, .. }
+                        if *status != 429 && *status < 500 =>
+                    {
+                        ErrorKind::Delegation((*e).clone())
+                    }
                     other => ErrorKind::Auth(other.clone()),
                 };
                 GraphError::new(action, kind)

@@ -107,8 +107,13 @@ impl GraphClient {
         address: &str,
         context: &CallContext,
     ) -> Result<String, GraphError> {
+        // Acting for a user, their lookup is their own: another user's refusal is not shared with them.
+        let key = match &context.user {
+            Some(user) => format!("{}/{}|{address}", user.tenant_id, user.oid),
+            None => address.to_owned(),
+        };
         self.mailboxes
-            .try_get_with_by_ref(address, async {
+            .try_get_with(key, async {
                 let action = format!("looking up the mailbox of {address}");
                 let url = self.graph_endpoint(&["users", address, "settings", "exchange"]);
                 let settings: ExchangeSettings = self

@@ -206,3 +206,24 @@ async fn me_in_application_mode_says_it_needs_delegated_mode() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn one_idempotency_key_sent_by_two_users_is_two_keys() {
+    let (app, bob_id) = delegated_app().await;
+    for user in [DEMO.mailbox_address, BOB] {
+        let caller = signed_in(&app, user);
+        let response = caller
+            .client
+            .post(caller.url("/v1/mailboxes/me/folders/inbox/items"))
+            .header("content-type", "application/octet-stream")
+            .header("idempotency-key", "restore-the-same-key")
+            .body(item("Same key"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{user}");
+        assert!(response.headers().get("idempotent-replayed").is_none());
+    }
+    assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 1);
+    assert_eq!(app.simulator.items(&bob_id).len(), 1);
+}
