@@ -71,8 +71,9 @@ pub struct Args {
     /// Checks every stream and the target folder, and sends nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Sends again the items the journal records as outcome_unknown, under the same keys (after you
-    /// have checked the folder for them).
+    /// Sends again the items the journal records as outcome_unknown, under keys of their own (the
+    /// gateway would replay the unknown outcome for the old ones): only after you have checked the
+    /// folder and not found them.
     #[arg(long)]
     pub retry_unknown: bool,
     /// .fts files, directories (searched recursively for .fts files) and tar files of a folder export.
@@ -332,7 +333,7 @@ fn summarise(report: &Report, dry_run: bool) {
             "Items with an unknown outcome may or may not be in the folder: the gateway sent them but \
              got no answer. Look for them (GET .../items?createdAfter=<when the restore ran>); the \
              journal will not send them again unless you re-run with --retry-unknown, which sends them \
-             under the same Idempotency-Keys."
+             under new Idempotency-Keys: use it only for items you did not find."
         );
     }
 }
