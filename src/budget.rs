@@ -160,9 +160,12 @@ impl Reservation {
         self.count_down(given_back);
     }
 
-    /// Adds what `other` holds to this reservation (both the gateway's own, not a client's).
+    /// Adds what `other` holds to this reservation; both must be counted as the same client's.
     pub fn merge(&mut self, mut other: Reservation) {
-        debug_assert!(self.client.is_none() && other.client.is_none());
+        debug_assert_eq!(
+            self.client.as_ref().map(|(name, _)| name),
+            other.client.as_ref().map(|(name, _)| name)
+        );
         match (&mut self.permit, other.permit.take()) {
             (Some(current), Some(more)) => current.merge(more),
             (None, more) => self.permit = more,

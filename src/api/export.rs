@@ -316,7 +316,13 @@ impl FolderExport {
         let batch = self
             .state
             .graph
-            .export_items(&self.mailbox_id, &ids, &self.state.budget, &self.call())
+            .export_items(
+                &self.mailbox_id,
+                &ids,
+                &self.state.budget,
+                &self.client.name,
+                &self.call(),
+            )
             .await?;
         let held = Arc::new(batch.held);
         for exported in batch.items {

@@ -67,7 +67,7 @@ pub async fn get_item(
         }
         let (item, held) = state
             .graph
-            .export_one(&mailbox_id, &item_id, &state.budget, &context)
+            .export_one(&mailbox_id, &item_id, &state.budget, &client.name, &context)
             .await?;
         Ok::<_, ApiError>(Read::Item(item.change_key, item.data, held))
     }
@@ -438,7 +438,13 @@ pub async fn export_items_json(
         let mailbox_id = state.graph.resolve_mailbox(&mailbox, &context).await?;
         let mut batch = state
             .graph
-            .export_items(&mailbox_id, &request.item_ids, &state.budget, &context)
+            .export_items(
+                &mailbox_id,
+                &request.item_ids,
+                &state.budget,
+                &client.name,
+                &context,
+            )
             .await?;
         // The answer is written once, straight from the decoded items (each dropped once written), so
         // the item exists twice only as raw bytes and its base64: reserve the base64 too.

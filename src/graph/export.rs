@@ -125,10 +125,11 @@ impl GraphClient {
         mailbox_id: &str,
         item_ids: &[String],
         budget: &MemoryBudget,
+        client: &str,
         context: &CallContext,
     ) -> Result<ExportBatch, GraphError> {
         let mut batch = self
-            .export_call(mailbox_id, item_ids, budget, context)
+            .export_call(mailbox_id, item_ids, budget, client, context)
             .await?;
         // Items in the auto-expanded archive are asked again of the mailbox Graph names, once.
         let mut moved: HashMap<String, Vec<usize>> = HashMap::new();
@@ -150,7 +151,9 @@ impl GraphClient {
                 count = ids.len(),
                 "items live in the archive; exporting them there"
             );
-            let found = self.export_call(&archive, &ids, budget, context).await?;
+            let found = self
+                .export_call(&archive, &ids, budget, client, context)
+                .await?;
             batch.held.merge(found.held);
             for (index, entry) in indexes.into_iter().zip(found.items) {
                 batch.items[index] = entry;
@@ -164,6 +167,7 @@ impl GraphClient {
         mailbox_id: &str,
         item_ids: &[String],
         budget: &MemoryBudget,
+        client: &str,
         context: &CallContext,
     ) -> Result<ExportBatch, GraphError> {
         let action = format!("exporting {} items of {mailbox_id}", item_ids.len());
@@ -178,7 +182,7 @@ impl GraphClient {
             action: &action,
             endpoint: Endpoint::Export,
             mailbox_id: Some(mailbox_id),
-            held: Some(budget),
+            held: Some((budget, client)),
         };
         let (body, held) = self.graph_call(call, context).await?;
         let mut held = held.expect("a budgeted call returns its reservation");
@@ -251,11 +255,12 @@ impl GraphClient {
         mailbox_id: &str,
         item_id: &str,
         budget: &MemoryBudget,
+        client: &str,
         context: &CallContext,
     ) -> Result<(ExportedItem, Arc<Reservation>), GraphError> {
         let (sender, receiver) = oneshot::channel();
         self.batches
-            .join(self, mailbox_id, item_id, sender, budget, context);
+            .join(self, mailbox_id, item_id, sender, (budget, client), context);
         let action = "exporting an item";
         match receiver.await {
             Ok(Ok((Exported::Item(item), held))) => Ok((item, held)),
@@ -294,11 +299,12 @@ impl ExportBatches {
         mailbox_id: &str,
         item_id: &str,
         sender: oneshot::Sender<BatchResult>,
-        budget: &MemoryBudget,
+        (budget, client_name): (&MemoryBudget, &str),
         context: &CallContext,
     ) {
-        // One batch per mailbox and caller: in delegated mode a call carries one user's token.
-        let key = context.session_key(mailbox_id);
+        // One batch per mailbox and caller: in delegated mode a call carries one user's token, and a
+        // batch's bytes count against one client's share of the memory budget.
+        let key = format!("{client_name}|{}", context.session_key(mailbox_id));
         let mut open = self.open.lock().expect("not poisoned");
         let batch = open.entry(key.clone()).or_insert_with(|| {
             let batch = Arc::new(OpenBatch {
@@ -311,6 +317,7 @@ impl ExportBatches {
                 key.clone(),
                 batch.clone(),
                 budget.clone(),
+                client_name.to_owned(),
                 context.clone(),
             ));
             batch
@@ -339,6 +346,7 @@ async fn send_batch(
     key: String,
     batch: Arc<OpenBatch>,
     budget: MemoryBudget,
+    client_name: String,
     context: CallContext,
 ) {
     tokio::select! {
@@ -357,7 +365,7 @@ async fn send_batch(
     ids.dedup();
     client.metrics.export_batch(ids.len());
     match client
-        .export_items(&mailbox_id, &ids, &budget, &context)
+        .export_items(&mailbox_id, &ids, &budget, &client_name, &context)
         .await
     {
         Ok(exported) => {

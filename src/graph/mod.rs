@@ -375,7 +375,8 @@ struct Call<'a> {
     /// The mailbox the call is about, which waits for the mailbox's turn.
     mailbox_id: Option<&'a str>,
     /// The memory budget a successful answer's body is reserved from as it arrives (large answers).
-    held: Option<&'a MemoryBudget>,
+    /// Counted as the client's (the name), within its share of the budget.
+    held: Option<(&'a MemoryBudget, &'a str)>,
 }
 
 /// Why an answer could not be read.
@@ -388,13 +389,13 @@ enum AnswerError {
 /// length at once, else as they arrive), and the buffer is allocated once for an announced length.
 async fn read_answer(
     mut response: reqwest::Response,
-    budget: Option<&MemoryBudget>,
+    budget: Option<(&MemoryBudget, &str)>,
 ) -> Result<(Bytes, Option<Reservation>), AnswerError> {
-    let Some(budget) = budget else {
+    let Some((budget, client)) = budget else {
         let body = response.bytes().await.map_err(AnswerError::Transport)?;
         return Ok((body, None));
     };
-    let mut reserved = budget.empty();
+    let mut reserved = budget.empty_for(client);
     let announced = response
         .content_length()
         .and_then(|n| usize::try_from(n).ok());
