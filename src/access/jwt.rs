@@ -196,6 +196,11 @@ impl JwtVerifier {
         validation.set_audience(&self.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = LEEWAY_SECS;
+        if self.users {
+            // A user's token is exchanged with Entra, which refuses an expired one: no leeway on `exp`
+            // (it still applies to `nbf`), so the caller hears 401 and refreshes instead of a 403.
+            validation.reject_tokens_expiring_in_less_than = LEEWAY_SECS;
+        }
         validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,

@@ -227,3 +227,22 @@ async fn one_idempotency_key_sent_by_two_users_is_two_keys() {
     assert_eq!(app.simulator.items(DEMO.mailbox_id).len(), 1);
     assert_eq!(app.simulator.items(&bob_id).len(), 1);
 }
+
+#[tokio::test]
+async fn a_user_token_expired_seconds_ago_is_401_not_a_refused_exchange() {
+    let (app, _) = delegated_app().await;
+    let caller = app.as_client(&app.simulator.user_token(
+        DEMO.mailbox_address,
+        UserTokenOptions {
+            lifetime_secs: Some(-5),
+            ..UserTokenOptions::default()
+        },
+    ));
+    problem(
+        caller.create("me", "inbox", item("x")).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_eq!(app.counters().obo_refused, 0, "no exchange tried");
+}
