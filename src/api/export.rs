@@ -99,18 +99,20 @@ pub async fn export_folder(
     let (mailbox_id, folder_id, page) = match first {
         Ok(found) => found,
         Err(error) => {
-            audit::read(&audit::ReadEvent {
-                client: &client,
-                operation: "export",
-                mailbox: &mailbox,
-                folder: Some(&folder),
-                item_ids: &[],
-                items: 0,
-                bytes: 0,
-                status: error.status(),
-                code: Some(error.code()),
-            });
-            state.metrics.item_read("export", error.code());
+            super::read::record_read(
+                &state,
+                &audit::ReadEvent {
+                    client: &client,
+                    operation: "export",
+                    mailbox: &mailbox,
+                    folder: Some(&folder),
+                    item_ids: &[],
+                    items: 0,
+                    bytes: 0,
+                    status: error.status(),
+                    code: Some(error.code()),
+                },
+            );
             let mut response = error.into_response();
             response.extensions_mut().insert(audit::Audited);
             return Ok(response);
@@ -237,18 +239,20 @@ impl FolderExport {
             Err(Stop::ClientGone) => (StatusCode::OK, Some("client_gone")),
             Err(Stop::Failed(error, _)) => (error.status(), Some(error.code())),
         };
-        audit::read(&audit::ReadEvent {
-            client: &self.client,
-            operation: "export",
-            mailbox: &self.mailbox,
-            folder: Some(&self.folder),
-            item_ids: &[],
-            items: self.written.len(),
-            bytes: self.bytes,
-            status,
-            code,
-        });
-        self.state.metrics.item_read("export", code.unwrap_or("ok"));
+        super::read::record_read(
+            &self.state,
+            &audit::ReadEvent {
+                client: &self.client,
+                operation: "export",
+                mailbox: &self.mailbox,
+                folder: Some(&self.folder),
+                item_ids: &[],
+                items: self.written.len(),
+                bytes: self.bytes,
+                status,
+                code,
+            },
+        );
         if let Err(Stop::Failed(error, item_id)) = outcome {
             tracing::warn!(error = %error, "a folder export stopped midway");
             let problem = serde_json::json!({

@@ -77,20 +77,19 @@ pub async fn get_item(
         Ok(Read::NotModified(_)) => (StatusCode::NOT_MODIFIED, 0),
         Err(error) => (error.status(), 0),
     };
-    audit::read(&audit::ReadEvent {
-        client: &client,
-        operation: "get",
-        mailbox: &mailbox,
-        folder: Some(&folder),
-        item_ids: std::slice::from_ref(&item_id),
-        items: usize::from(status == StatusCode::OK),
-        bytes,
-        status,
-        code: outcome.as_ref().err().map(ApiError::code),
-    });
-    state.metrics.item_read(
-        "get",
-        outcome.as_ref().map_or_else(ApiError::code, |_| "ok"),
+    record_read(
+        &state,
+        &audit::ReadEvent {
+            client: &client,
+            operation: "get",
+            mailbox: &mailbox,
+            folder: Some(&folder),
+            item_ids: std::slice::from_ref(&item_id),
+            items: usize::from(status == StatusCode::OK),
+            bytes,
+            status,
+            code: outcome.as_ref().err().map(ApiError::code),
+        },
     );
     let mut response = match outcome? {
         Read::NotModified(change_key) => {
@@ -113,6 +112,14 @@ pub async fn get_item(
     };
     response.extensions_mut().insert(audit::Audited);
     Ok(response)
+}
+
+/// Writes a read's audit line and counts it in the metrics, under the same operation and outcome.
+pub(super) fn record_read(state: &AppState, event: &audit::ReadEvent<'_>) {
+    audit::read(event);
+    state
+        .metrics
+        .item_read(event.operation, event.code.unwrap_or("ok"));
 }
 
 /// The mailbox, folder and item id of an item's path, each checked.
@@ -254,20 +261,19 @@ pub async fn list_items(
     let status = outcome
         .as_ref()
         .map_or_else(ApiError::status, |_| StatusCode::OK);
-    audit::read(&audit::ReadEvent {
-        client: &client,
-        operation: "list",
-        mailbox: &mailbox,
-        folder: Some(&folder),
-        item_ids: &[],
-        items: outcome.as_ref().map_or(0, |page| page.value.len()),
-        bytes: 0,
-        status,
-        code: outcome.as_ref().err().map(ApiError::code),
-    });
-    state.metrics.item_read(
-        "list",
-        outcome.as_ref().map_or_else(ApiError::code, |_| "ok"),
+    record_read(
+        &state,
+        &audit::ReadEvent {
+            client: &client,
+            operation: "list",
+            mailbox: &mailbox,
+            folder: Some(&folder),
+            item_ids: &[],
+            items: outcome.as_ref().map_or(0, |page| page.value.len()),
+            bytes: 0,
+            status,
+            code: outcome.as_ref().err().map(ApiError::code),
+        },
     );
     let mut response = Json(outcome?).into_response();
     response.extensions_mut().insert(audit::Audited);
@@ -477,20 +483,19 @@ pub async fn export_items_json(
     let (items, bytes) = outcome
         .as_ref()
         .map_or((0, 0), |(_, items, bytes, _)| (*items, *bytes));
-    audit::read(&audit::ReadEvent {
-        client: &client,
-        operation: "export_items",
-        mailbox: &mailbox,
-        folder: None,
-        item_ids: &request.item_ids,
-        items,
-        bytes,
-        status,
-        code: outcome.as_ref().err().map(ApiError::code),
-    });
-    state.metrics.item_read(
-        "export_items",
-        outcome.as_ref().map_or_else(ApiError::code, |_| "ok"),
+    record_read(
+        &state,
+        &audit::ReadEvent {
+            client: &client,
+            operation: "export_items",
+            mailbox: &mailbox,
+            folder: None,
+            item_ids: &request.item_ids,
+            items,
+            bytes,
+            status,
+            code: outcome.as_ref().err().map(ApiError::code),
+        },
     );
     let (body, _, _, held) = outcome?;
     let mut response = Response::new(Body::new(HeldBody {

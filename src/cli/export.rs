@@ -85,10 +85,8 @@ async fn export(args: Args) -> Result<(), Failure> {
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         return Err(Failure::Run(format!(
-            "the gateway refused the export: {} {}: {}",
-            status.as_u16(),
-            body["code"].as_str().unwrap_or("error"),
-            body["detail"].as_str().unwrap_or("(no detail)")
+            "the gateway refused the export: {}",
+            super::problem_text(status, &body)
         )));
     }
     let progress = Progress::new("export", &["exported"], None);

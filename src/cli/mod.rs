@@ -97,6 +97,16 @@ pub fn gateway_client(key: Option<&SecretString>) -> reqwest::Client {
         .expect("the HTTP client's TLS set-up is static")
 }
 
+/// A gateway's problem answer in one line: `503 upstream_throttled: <detail>`.
+pub fn problem_text(status: reqwest::StatusCode, body: &serde_json::Value) -> String {
+    format!(
+        "{} {}: {}",
+        status.as_u16(),
+        body["code"].as_str().unwrap_or("error"),
+        body["detail"].as_str().unwrap_or("(no detail)")
+    )
+}
+
 /// `/v1/mailboxes/{mailbox}/folders/{folder}` on `gateway`, each segment percent-encoded.
 pub fn folder_url(gateway: &str, mailbox: &str, folder: &str) -> String {
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};

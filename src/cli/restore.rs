@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex};
 
 use super::progress::Progress;
-use super::Failure;
+use super::{problem_text, Failure};
 
 /// The outcomes an item can have, in the order the progress display counts them.
 const OUTCOMES: &[&str] = &["created", "skipped", "failed", "outcome_unknown"];
@@ -416,16 +416,6 @@ async fn send(client: &reqwest::Client, url: &str, item: &Ready) -> ItemReport {
         }
         return failed(item.path.clone(), problem_text(status, &body));
     }
-}
-
-/// `503 upstream_throttled: <detail>`.
-fn problem_text(status: StatusCode, body: &serde_json::Value) -> String {
-    format!(
-        "{} {}: {}",
-        status.as_u16(),
-        body["code"].as_str().unwrap_or("error"),
-        body["detail"].as_str().unwrap_or("(no detail)")
-    )
 }
 
 fn backoff(attempts: u32) -> Duration {
