@@ -202,7 +202,9 @@ pub async fn run(
             "grace period over with imports still running"
         );
     }
-    // Stops the worker threads, cancelling whatever the grace period left running on them.
+    // Stops the worker threads, cancelling whatever the grace period left running on them; the permits
+    // their requests gave back go to the shared store first.
+    state.graph.give_back_permits().await;
     drop(workers);
     Ok(())
 }

@@ -94,7 +94,7 @@ impl GraphClient {
                 continue;
             }
             let outcome = self.post_item(&target, &session, request, context).await;
-            permit.release().await;
+            drop(permit);
             match outcome {
                 Ok(item) => return Ok(item),
                 Err(AttemptError::SessionRefused(_)) if !renewed => {

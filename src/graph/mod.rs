@@ -280,9 +280,7 @@ impl GraphClient {
                 }
                 Err(e) => Err(AnswerError::Transport(e)),
             };
-            if let Some(permit) = permit {
-                permit.release().await;
-            }
+            drop(permit);
             self.metrics.upstream(
                 endpoint.label(),
                 answer.as_ref().ok().map(|(status, ..)| status.as_u16()),
@@ -328,6 +326,12 @@ impl GraphClient {
             self.metrics.retry(reason);
         }
         unreachable!("the attempts are bounded by the budget")
+    }
+
+    /// Gives back the mailbox permits this replica has let go of but the shared store has not heard of
+    /// yet; for a replica about to stop.
+    pub async fn give_back_permits(&self) {
+        self.pacer.give_back_now().await;
     }
 
     /// Holds the mailbox when the upstream throttled it and said for how long.

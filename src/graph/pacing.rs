@@ -14,11 +14,14 @@
 //! keeps it on later ones, and grants a permit to the waiters whose tickets are among the free permits.
 //! So across replicas, requests are served in the order they reached the front of their replica's queue,
 //! and no replica starves another. A waiter polls (and is woken when its own replica frees a permit);
-//! a permit's lease is renewed while it is held, and it is given back with one more call. While the
-//! store is unreachable, each replica falls back to a local limit of its own
+//! a permit's lease is renewed while it is held. A permit let go of is given back inside the mailbox's
+//! next call from this replica, so a busy mailbox costs one round trip per request, or on its own within
+//! a few milliseconds when no call comes (well inside a waiter's poll of 20-40 ms). While the store is
+//! unreachable, each replica falls back to a local limit of its own
 //! (`MAILBOX_GATEWAY_DEGRADED_MAILBOX_CONCURRENCY`).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -41,6 +44,9 @@ const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 const WAITER_LEASE: Duration = Duration::from_secs(3);
 /// The shortest pause between two polls of a shared queue; a random as much again is added.
 const POLL_EVERY: Duration = Duration::from_millis(20);
+/// How long a permit given back on this replica may wait to ride along with the mailbox's next
+/// `ACQUIRE` before it is sent on its own: well inside a waiter's poll (20-40 ms).
+const GIVE_BACK_WITHIN: Duration = Duration::from_millis(5);
 
 /// The gates of all mailboxes.
 #[derive(Debug)]
@@ -74,7 +80,12 @@ struct Gate {
     /// Recent uploads: when, and how many bytes (without a shared store).
     uploads: Mutex<VecDeque<(Instant, u64)>>,
     /// Woken when this replica gives a shared permit back, so its waiters poll at once.
-    freed: Arc<Notify>,
+    freed: Notify,
+    /// Shared permits given back here that the store has not heard of yet: the mailbox's next `ACQUIRE`
+    /// from this replica carries them, or a flush sends them within [`GIVE_BACK_WITHIN`].
+    given_back: Mutex<Vec<String>>,
+    /// A flush of `given_back` is scheduled.
+    flush_scheduled: AtomicBool,
     /// The mailbox's keys in the shared store, named once (each name hashes the mailbox id).
     keys: OnceLock<MailboxKeys>,
 }
@@ -82,8 +93,10 @@ struct Gate {
 /// The right to send one request to a mailbox; dropping it lets the next one in.
 #[derive(Debug)]
 pub struct MailboxPermit {
-    _local: OwnedSemaphorePermit,
+    // Fields drop in order: the shared permit is given back before the local one lets a waiter in, so
+    // that the waiter's `ACQUIRE` carries it.
     _extra: Option<Extra>,
+    _local: OwnedSemaphorePermit,
 }
 
 /// What a permit holds besides its local place.
@@ -99,12 +112,9 @@ enum Extra {
 #[derive(Debug)]
 struct SharedPermit {
     store: Arc<SharedStore>,
-    holders: String,
+    gate: Arc<Gate>,
     id: String,
     held: Arc<HeldPermits>,
-    freed: Arc<Notify>,
-    /// Given back already, by [`MailboxPermit::release`].
-    released: bool,
 }
 
 /// The keys of one mailbox's shared state.
@@ -134,16 +144,18 @@ impl MailboxKeys {
     }
 }
 
-/// Takes a mailbox's turn: honours a hold, reaps lapsed permits when the mailbox looks full, and grants a
-/// permit at once when nobody is queued and one is free. Otherwise it reaps lapsed waiters, gives the caller a ticket in the
-/// mailbox's queue (kept on later calls) and grants when the caller's ticket is among the free permits.
-/// Before granting, it checks the upload window. KEYS: holders, queue, waiters, tickets, hold, uploads,
-/// uploaded. ARGV: id, limit, lease ms, waiter lease ms, upload bytes, upload limit (0 = off), window
-/// ms. Answers `{state, milliseconds}`.
+/// Takes a mailbox's turn: first gives back the permits this replica let go of since its last call,
+/// then honours a hold, reaps lapsed permits when the mailbox looks full, and grants a permit at once
+/// when nobody is queued and one is free. Otherwise it reaps lapsed waiters, gives the caller a ticket in
+/// the mailbox's queue (kept on later calls) and grants when the caller's ticket is among the free
+/// permits. Before granting, it checks the upload window. KEYS: holders, queue, waiters, tickets, hold,
+/// uploads, uploaded. ARGV: id, limit, lease ms, waiter lease ms, upload bytes, upload limit (0 = off),
+/// window ms, then the permits given back. Answers `{state, milliseconds}`.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{}",
         r#"
+if #ARGV > 7 then redis.call('ZREM', KEYS[1], unpack(ARGV, 8)) end
 local held = tonumber(redis.call('GET', KEYS[5]) or '0')
 if held > now then return {'held', held - now} end
 local limit = tonumber(ARGV[2])
@@ -204,7 +216,8 @@ return {'granted', 0}
     ))
 });
 
-// A permit is given back with a plain `ZREM holders id`: one command, atomic without a script.
+// A permit is given back inside the mailbox's next `ACQUIRE` from the same replica, or with a plain
+// `ZREM holders id...` (one command, atomic without a script) when none comes within GIVE_BACK_WITHIN.
 
 /// Leaves the queue without a permit. KEYS: queue, waiters. ARGV: id.
 static LEAVE: LazyLock<Script> = LazyLock::new(|| {
@@ -332,7 +345,7 @@ impl MailboxPacer {
     async fn acquire_shared(
         &self,
         shared: &SharedPacing,
-        gate: &Gate,
+        gate: &Arc<Gate>,
         mailbox_id: &str,
         upload_bytes: u64,
         give_up: Instant,
@@ -352,6 +365,7 @@ impl MailboxPacer {
         };
         loop {
             let freed = gate.freed.notified();
+            let given_back = std::mem::take(&mut *gate.given_back.lock().expect("gate poisoned"));
             let answer: Result<(String, u64), _> = store
                 .run(
                     ACQUIRE
@@ -368,12 +382,18 @@ impl MailboxPacer {
                         .arg(millis(WAITER_LEASE))
                         .arg(upload_bytes)
                         .arg(self.settings.upload_bytes_per_5_min)
-                        .arg(millis(UPLOAD_WINDOW)),
+                        .arg(millis(UPLOAD_WINDOW))
+                        .arg(&given_back),
                 )
                 .await;
             let (state, millis) = match answer {
                 Ok(answer) => answer,
                 Err(_) => {
+                    // Kept for the next call; if the store stays away, their leases run out instead.
+                    gate.given_back
+                        .lock()
+                        .expect("gate poisoned")
+                        .extend(given_back);
                     queued.left = true;
                     return self
                         .acquire_degraded(shared, mailbox_id, give_up, action)
@@ -391,11 +411,9 @@ impl MailboxPacer {
                         .insert(id.clone(), keys.holders.clone());
                     return Ok(Extra::Shared(SharedPermit {
                         store: store.clone(),
-                        holders: keys.holders.clone(),
+                        gate: gate.clone(),
                         id: id.clone(),
                         held: shared.held.clone(),
-                        freed: gate.freed.clone(),
-                        released: false,
                     }));
                 }
                 "held" if !context.can_wait(wait) => {
@@ -463,6 +481,16 @@ impl MailboxPacer {
             })?
             .expect("mailbox semaphores are never closed");
         Ok(Extra::Degraded(permit))
+    }
+
+    /// Gives back at once the shared permits still waiting to ride along with a mailbox's next turn: for
+    /// a replica about to stop, so that other replicas need not wait for the permits' leases.
+    pub async fn give_back_now(&self) {
+        if let Some(shared) = &self.shared {
+            for gate in self.gates.all() {
+                gate.send_given_back(&shared.store).await;
+            }
+        }
     }
 
     /// Holds every request to the mailbox for `wait`, because the upstream throttled it; with a shared
@@ -534,7 +562,9 @@ impl MailboxPacer {
             permits: Arc::new(Semaphore::new(concurrency)),
             held_until: Mutex::new(None),
             uploads: Mutex::new(VecDeque::new()),
-            freed: Arc::new(Notify::new()),
+            freed: Notify::new(),
+            given_back: Mutex::new(Vec::new()),
+            flush_scheduled: AtomicBool::new(false),
             keys: OnceLock::new(),
         })
     }
@@ -570,54 +600,39 @@ impl Drop for Queued<'_> {
     }
 }
 
-impl MailboxPermit {
-    /// Gives the permit back, waiting for the shared store to hear of it (one round trip); dropping
-    /// a permit does the same in a task of its own.
-    pub async fn release(mut self) {
-        if let Some(Extra::Shared(mut permit)) = self._extra.take() {
-            permit.forget_locally();
-            // If this fails, the permit's lease runs out instead.
-            let _ = permit
-                .store
-                .command::<i64>(redis::cmd("ZREM").arg(&permit.holders).arg(&permit.id))
-                .await;
-            permit.freed.notify_waiters();
-            permit.released = true;
-        }
-    }
-}
-
-impl SharedPermit {
-    fn forget_locally(&mut self) {
+impl Drop for SharedPermit {
+    /// Gives the permit back: at once on this replica (its waiters are woken, and the first one's
+    /// `ACQUIRE` carries it to the store), and in the store within [`GIVE_BACK_WITHIN`] in any case.
+    fn drop(&mut self) {
         self.held
             .lock()
             .expect("held permits poisoned")
             .remove(&self.id);
+        let gate = &self.gate;
+        gate.given_back
+            .lock()
+            .expect("gate poisoned")
+            .push(std::mem::take(&mut self.id));
+        gate.freed.notify_waiters();
+        if gate.flush_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(flush_given_back(self.store.clone(), gate.clone()));
+            }
+            // No runtime (the process is ending): the permit's lease runs out instead.
+            Err(_) => gate.flush_scheduled.store(false, Ordering::Release),
+        }
     }
 }
 
-impl Drop for SharedPermit {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        self.forget_locally();
-        let (store, holders, id, freed) = (
-            self.store.clone(),
-            std::mem::take(&mut self.holders),
-            std::mem::take(&mut self.id),
-            self.freed.clone(),
-        );
-        // If this fails, the permit's lease runs out instead.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = store
-                    .command::<i64>(redis::cmd("ZREM").arg(&holders).arg(&id))
-                    .await;
-                freed.notify_waiters();
-            });
-        }
-    }
+/// Sends the permits given back on this replica that no `ACQUIRE` carried within [`GIVE_BACK_WITHIN`].
+async fn flush_given_back(store: Arc<SharedStore>, gate: Arc<Gate>) {
+    tokio::time::sleep(GIVE_BACK_WITHIN).await;
+    // Cleared before taking the list: a permit given back from here on schedules a flush of its own.
+    gate.flush_scheduled.store(false, Ordering::Release);
+    gate.send_given_back(&store).await;
 }
 
 /// Renews the leases of the permits this replica holds, every third of the lease, until the pacer is
@@ -654,6 +669,18 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Gate {
+    /// Tells the store of the permits given back here that it has not heard of yet, in one `ZREM`.
+    async fn send_given_back(&self, store: &SharedStore) {
+        let ids = std::mem::take(&mut *self.given_back.lock().expect("gate poisoned"));
+        let Some(keys) = self.keys.get().filter(|_| !ids.is_empty()) else {
+            return;
+        };
+        // If this fails, the permits' leases run out instead.
+        let _ = store
+            .command::<i64>(redis::cmd("ZREM").arg(&keys.holders).arg(&ids))
+            .await;
+    }
+
     /// What is left of a throttling hold, if it fits in the request's budget; else the whole wait, for
     /// the client to hear when to come back.
     fn hold_within(&self, context: &CallContext) -> Result<Option<Duration>, Duration> {

@@ -39,4 +39,10 @@ impl<T> PerMailbox<T> {
             .or_insert_with(|| Arc::new(create()))
             .clone()
     }
+
+    /// Every mailbox's value, as they are now.
+    pub fn all(&self) -> Vec<Arc<T>> {
+        let values = self.values.read().expect("per-mailbox map poisoned");
+        values.values().cloned().collect()
+    }
 }

@@ -27,24 +27,32 @@ fn exchange_like(simulator: &exchange_simulator::Simulator) {
 async fn imports_spread_over_three_replicas_keep_the_mailbox_limit_and_all_succeed() {
     let (replicas, _redis) = spawn_replicas(3, AppOptions::default()).await;
     exchange_like(&replicas[0].simulator);
-    let statuses: Vec<u16> = futures_util::stream::iter(0..240)
-        .map(|i| {
-            let app = &replicas[i % 3];
-            async move {
-                app.create(DEMO.mailbox_id, "inbox", item(&format!("item {i}")))
-                    .await
-                    .status()
-                    .as_u16()
-            }
-        })
-        .buffer_unordered(48)
-        .collect()
-        .await;
+    let statuses = creates_spread_over(&replicas, "item", 240, 48).await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
     let counters = replicas[0].counters();
     assert_eq!(counters.concurrency_violations, 0, "{counters:?}");
     assert!(counters.max_in_flight[DEMO.mailbox_id] <= 4, "{counters:?}");
     assert_eq!(replicas[0].simulator.items(DEMO.mailbox_id).len(), 240);
+}
+
+/// Sends `count` imports, `at_once` at a time, spread over `replicas` in turn; answers their statuses.
+async fn creates_spread_over(
+    replicas: &[TestApp],
+    prefix: &str,
+    count: usize,
+    at_once: usize,
+) -> Vec<u16> {
+    futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            replicas[i % replicas.len()]
+                .create(DEMO.mailbox_id, "inbox", item(&format!("{prefix} {i}")))
+                .await
+                .status()
+                .as_u16()
+        })
+        .buffer_unordered(at_once)
+        .collect()
+        .await
 }
 
 /// Sends `count` imports at once to `app`; answers each one's status and when it came, since `started`.
@@ -285,19 +293,7 @@ async fn the_mailbox_limit_holds_on_either_store() {
         })
         .await;
         exchange_like(&app.simulator);
-        let statuses: Vec<u16> = futures_util::stream::iter(0..24)
-            .map(|i| {
-                let app = &app;
-                async move {
-                    app.create(DEMO.mailbox_id, "inbox", item(&format!("{i}")))
-                        .await
-                        .status()
-                        .as_u16()
-                }
-            })
-            .buffer_unordered(24)
-            .collect()
-            .await;
+        let statuses = creates_spread_over(std::slice::from_ref(&app), "item", 24, 24).await;
         assert!(
             statuses.iter().all(|s| *s == 201),
             "{store:?}: {statuses:?}"
@@ -306,6 +302,51 @@ async fn the_mailbox_limit_holds_on_either_store() {
         assert_eq!(counters.concurrency_violations, 0, "{store:?}");
         assert_eq!(counters.max_in_flight[DEMO.mailbox_id], 4, "{store:?}");
     }
+}
+
+/// How many mailbox permits the store counts as held, over every mailbox.
+async fn permits_held_in_the_store(redis: &crate::helpers::RedisServer) -> i64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::Script::new(
+        "local n = 0
+         for _, key in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('ZCARD', key) end
+         return n",
+    )
+    .arg("mailbox-gateway:mailbox:*:holders")
+    .invoke_async(&mut connection)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn permits_given_back_reach_the_store_with_the_next_turn_or_on_their_own() {
+    let (replicas, redis) = spawn_replicas(2, AppOptions::default()).await;
+    exchange_like(&replicas[0].simulator);
+    // One after another (each give-back rides with the next request's turn), then a burst over both
+    // replicas, then nothing: the last give-backs go on their own.
+    for i in 0..5 {
+        let created = replicas[0]
+            .create(DEMO.mailbox_id, "inbox", item(&format!("one by one {i}")))
+            .await;
+        assert_eq!(created.status(), 201);
+    }
+    let statuses = creates_spread_over(&replicas, "burst", 12, 12).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    assert_eq!(replicas[0].counters().concurrency_violations, 0);
+    // Not one permit is left for its lease (15 s) to free: all were given back.
+    let mut held = permits_held_in_the_store(&redis).await;
+    for _ in 0..50 {
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        held = permits_held_in_the_store(&redis).await;
+    }
+    assert_eq!(
+        held, 0,
+        "permits still held in the store after every answer"
+    );
 }
 
 #[tokio::test]
