@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::progress::Progress;
-use super::Failure;
+use super::{Failure, Target};
 
 /// The arguments of `mailbox-gateway export`.
 #[derive(Debug, clap::Args)]
@@ -24,21 +24,11 @@ use super::Failure;
 needed) that receives one .fts file per item and index.json. Either way every item's SHA-256 is checked \
 against the index, and the command exits 1 if the export failed midway or an item does not match.")]
 pub struct Args {
-    /// The gateway's base URL, such as http://127.0.0.1:8080.
-    #[arg(long)]
-    pub gateway: String,
-    /// The mailbox: an address or a mailbox id.
-    #[arg(long)]
-    pub mailbox: String,
-    /// The folder: a well-known name such as inbox, or a folder id.
-    #[arg(long)]
-    pub folder: String,
+    #[command(flatten)]
+    pub target: Target,
     /// A tar file (ending in .tar) or a directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// A file whose first line is the gateway API key (else MAILBOX_GATEWAY_API_KEY, else none).
-    #[arg(long)]
-    pub api_key_file: Option<PathBuf>,
 }
 
 /// The parts of the archive's index the command checks.
@@ -68,15 +58,11 @@ pub async fn run(args: Args) -> ExitCode {
 }
 
 async fn export(args: Args) -> Result<(), Failure> {
-    let key = super::api_key(args.api_key_file.as_deref())?;
-    let (mailbox, folder) = super::target(&args.mailbox, &args.folder)?;
+    let target = args.target.open()?;
     let mut sink = Sink::open(&args.out)?;
-    let client = super::gateway_client(key.as_ref());
-    let url = format!(
-        "{}/export",
-        super::folder_url(&args.gateway, &mailbox, &folder)
-    );
-    let response = client
+    let url = format!("{}/export", target.folder_url);
+    let response = target
+        .client
         .get(&url)
         .send()
         .await

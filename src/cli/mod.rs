@@ -11,7 +11,7 @@ pub mod progress;
 pub mod restore;
 pub mod sample;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use secrecy::SecretString;
@@ -19,9 +19,52 @@ use secrecy::SecretString;
 /// The environment variable a command reads the gateway API key from when no `--api-key-file` is given.
 pub const API_KEY_ENV: &str = "MAILBOX_GATEWAY_API_KEY";
 
+/// Where `restore` and `export` talk to: a gateway, a mailbox's folder there, and the client's API key.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The gateway's base URL, such as http://127.0.0.1:8080.
+    #[arg(long)]
+    pub gateway: String,
+    /// The mailbox: an address or a mailbox id.
+    #[arg(long)]
+    pub mailbox: String,
+    /// The folder: a well-known name such as inbox, or a folder id.
+    #[arg(long)]
+    pub folder: String,
+    /// A file whose first line is the gateway API key (else MAILBOX_GATEWAY_API_KEY, else none).
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+}
+
+/// A [`Target`] checked and ready to use.
+pub struct Opened {
+    /// An HTTP client that sends the API key, if there is one.
+    pub client: reqwest::Client,
+    /// The mailbox and folder as the gateway reads them (addresses and well-known names in lower case).
+    pub mailbox: String,
+    pub folder: String,
+    /// `{gateway}/v1/mailboxes/{mailbox}/folders/{folder}`, each segment percent-encoded.
+    pub folder_url: String,
+}
+
+impl Target {
+    /// Reads the API key and checks the mailbox and folder as the gateway would, so that a usage error
+    /// costs no request.
+    pub fn open(&self) -> Result<Opened, Failure> {
+        let key = api_key(self.api_key_file.as_deref())?;
+        let (mailbox, folder) = target(&self.mailbox, &self.folder)?;
+        Ok(Opened {
+            client: gateway_client(key.as_ref()),
+            folder_url: folder_url(&self.gateway, &mailbox, &folder),
+            mailbox,
+            folder,
+        })
+    }
+}
+
 /// The client's API key: from `file` (its first line, trimmed), else from `MAILBOX_GATEWAY_API_KEY`,
 /// else none (a gateway without authentication). Never printed.
-pub fn api_key(file: Option<&Path>) -> Result<Option<SecretString>, Failure> {
+fn api_key(file: Option<&Path>) -> Result<Option<SecretString>, Failure> {
     if let Some(file) = file {
         let text = std::fs::read_to_string(file).map_err(|e| {
             Failure::Usage(format!(
@@ -71,7 +114,7 @@ impl Failure {
 
 /// The mailbox and folder as the gateway reads them (addresses and well-known names in lower case), or
 /// why the gateway would refuse them.
-pub fn target(mailbox: &str, folder: &str) -> Result<(String, String), Failure> {
+fn target(mailbox: &str, folder: &str) -> Result<(String, String), Failure> {
     let mailbox = crate::ids::MailboxRef::parse(mailbox)
         .map_err(|e| Failure::Usage(format!("--mailbox: {e}")))?;
     let folder = crate::ids::FolderRef::parse(folder)
@@ -80,7 +123,7 @@ pub fn target(mailbox: &str, folder: &str) -> Result<(String, String), Failure> 
 }
 
 /// The HTTP client the commands use to reach a gateway, sending the API key (if any) as a bearer token.
-pub fn gateway_client(key: Option<&SecretString>) -> reqwest::Client {
+fn gateway_client(key: Option<&SecretString>) -> reqwest::Client {
     use secrecy::ExposeSecret;
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = key {
@@ -108,7 +151,7 @@ pub fn problem_text(status: reqwest::StatusCode, body: &serde_json::Value) -> St
 }
 
 /// `/v1/mailboxes/{mailbox}/folders/{folder}` on `gateway`, each segment percent-encoded.
-pub fn folder_url(gateway: &str, mailbox: &str, folder: &str) -> String {
+fn folder_url(gateway: &str, mailbox: &str, folder: &str) -> String {
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
     format!(
         "{}/v1/mailboxes/{}/folders/{}",

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex};
 
 use super::progress::Progress;
-use super::{problem_text, Failure};
+use super::{problem_text, Failure, Opened, Target};
 
 /// The outcomes an item can have, in the order the progress display counts them.
 const OUTCOMES: &[&str] = &["created", "skipped", "failed", "outcome_unknown"];
@@ -47,18 +47,8 @@ bytes restored into one folder are therefore restored once; the second is report
 Exit status: 0 when every item was created or skipped, 1 when any failed or has an unknown outcome, \
 2 for usage errors.")]
 pub struct Args {
-    /// The gateway's base URL, such as http://127.0.0.1:8080.
-    #[arg(long)]
-    pub gateway: String,
-    /// The target mailbox: an address or a mailbox id.
-    #[arg(long)]
-    pub mailbox: String,
-    /// The target folder: a well-known name such as inbox, or a folder id.
-    #[arg(long)]
-    pub folder: String,
-    /// A file whose first line is the gateway API key (else MAILBOX_GATEWAY_API_KEY, else none).
-    #[arg(long)]
-    pub api_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
     /// Items in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
@@ -166,20 +156,20 @@ pub async fn run(args: Args) -> ExitCode {
 }
 
 async fn restore(args: Args) -> Result<ExitCode, Failure> {
-    let key = super::api_key(args.api_key_file.as_deref())?;
-    // The key's target as the gateway reads it (an address in lower case, a well-known name in lower
-    // case), so naming the same folder differently does not make new keys.
-    let (mailbox, folder) = super::target(&args.mailbox, &args.folder)?;
+    // The target as the gateway reads it (an address in lower case, a well-known name in lower case),
+    // so naming the same folder differently does not make new idempotency keys.
+    let Opened {
+        client,
+        mailbox,
+        folder,
+        folder_url,
+    } = args.target.open()?;
     let sources = find_sources(&args.paths).map_err(Failure::Usage)?;
     let done = match &args.journal {
         Some(journal) => read_journal(journal)?,
         None => HashMap::new(),
     };
-    let client = super::gateway_client(key.as_ref());
-    let items_url = format!(
-        "{}/items",
-        super::folder_url(&args.gateway, &args.mailbox, &args.folder)
-    );
+    let items_url = format!("{folder_url}/items");
     if args.dry_run {
         check_target(&client, &items_url).await?;
     }
