@@ -8,7 +8,12 @@
 //! connections cannot hold the cap either, a connection with no request in progress for the idle timeout
 //! is closed gracefully (GOAWAY on HTTP/2), from accept on (before its first byte, and while hyper is
 //! still telling HTTP/1 from HTTP/2) as well as between keep-alive requests; HTTP/2 peers are also pinged.
-//! The shutdown closes every connection the same way.
+//! The shutdown closes every connection the same way. A request is in progress until the last byte of its
+//! answer has been handed to the socket, and a connection whose socket still takes bytes is not idle, so
+//! a long download (a folder export that waits on Graph, a large item to a slow reader) is never closed
+//! as idle. A client that stops reading its answer cannot hold a connection either: one whose socket has
+//! taken none of the answer's bytes for the send timeout is dropped (as nginx's `send_timeout`), and with
+//! it the answer and the item bytes it held.
 //!
 //! When the gateway refuses a request before reading all of its body (413, 408, 503), hyper closes the
 //! connection with the rest unread. A socket closed with unread data makes the kernel send a reset, which
@@ -151,7 +156,9 @@ pub async fn serve(
                 continue;
             }
         };
-        // Counts the connection's requests in progress, so that it can be closed once idle.
+        // Counts the connection's requests in progress, so that it can be closed once idle. A request is in
+        // progress until its answer's body has been sent, not only until its handler returns: a long
+        // download (a folder export) is not idle.
         let activity = Arc::new(Activity::new());
         let service = {
             let (router, activity) = (router.clone(), activity.clone());
@@ -159,14 +166,20 @@ pub async fn serve(
                 let busy = activity.begin();
                 let response = router.clone().oneshot(request);
                 async move {
-                    let response = response.await;
-                    drop(busy);
-                    response
+                    let response = response.await?;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody {
+                        body,
+                        busy: Some(busy),
+                    }))
                 }
             })
         };
         let (builder, stop, tls) = (builder.clone(), stop.clone(), tls.clone());
-        let (handshake_deadline, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
+        let (handshake_deadline, idle_timeout, send_timeout) = (
+            limits.header_read_timeout,
+            limits.idle_timeout,
+            limits.send_timeout,
+        );
         let connection_task = connections.track_future(async move {
             let _permit = permit;
             let stream = match TcpStream::from_std(stream) {
@@ -177,7 +190,7 @@ pub async fn serve(
                 }
             };
             // The socket comes back here when hyper (or TLS) drops it, to be drained before it closes.
-            let (stream, closed) = Lingering::new(stream);
+            let (stream, closed) = Lingering::new(stream, activity.clone());
             // Serves the connection until it ends, closing it gracefully when the gateway shuts down or when
             // it has had no request in progress for the idle timeout (from accept on).
             macro_rules! serve_until_idle_or_stopped {
@@ -202,6 +215,10 @@ pub async fn serve(
                                 idle_close_by = Some(Instant::now() + IDLE_CLOSE_GRACE);
                             }
                             () = sleep_until_or_never(idle_close_by) => break Ok(()),
+                            () = activity.send_stalled_for(send_timeout) => {
+                                tracing::info!(%peer, "closing a connection whose client stopped reading its answer");
+                                break Ok(());
+                            }
                         }
                     }
                 }};
@@ -260,13 +277,20 @@ async fn sleep_until_or_never(deadline: Option<Instant>) {
 /// How often an HTTP/2 connection is pinged, and how long the answer may take.
 const H2_PING_EVERY: Duration = Duration::from_secs(20);
 
-/// A connection's requests in progress, and when it last had one.
+/// A connection's requests in progress, when it last had one, and since when its writes have waited.
 struct Activity {
     in_flight: AtomicUsize,
-    /// When the last request ended (or the connection was accepted), in milliseconds since `origin`.
+    /// When the last request ended or the socket last took bytes (or the connection was accepted), in
+    /// milliseconds since `origin`.
     last_ms: AtomicU64,
+    /// Since when the socket has refused the bytes written to it (its send buffer full because the
+    /// client does not read), in milliseconds since `origin`; [`NOT_WAITING`] while writes go through.
+    write_waiting_since_ms: AtomicU64,
     origin: Instant,
 }
+
+/// [`Activity::write_waiting_since_ms`] while nothing waits to be written.
+const NOT_WAITING: u64 = u64::MAX;
 
 /// A request in progress; ends it when dropped.
 struct Busy(Arc<Activity>);
@@ -276,7 +300,51 @@ impl Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            write_waiting_since_ms: AtomicU64::new(NOT_WAITING),
             origin: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(NOT_WAITING - 1)
+    }
+
+    /// Notes how a write to the socket went: it waits (from the first refusal on), or it went through
+    /// (which is activity: the connection is not idle).
+    fn note_write(&self, written: &Poll<io::Result<usize>>) {
+        match written {
+            Poll::Pending => {
+                let _ = self.write_waiting_since_ms.compare_exchange(
+                    NOT_WAITING,
+                    self.now_ms(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            Poll::Ready(written) => {
+                if matches!(written, Ok(n) if *n > 0) {
+                    self.last_ms.store(self.now_ms(), Ordering::Release);
+                }
+                self.write_waiting_since_ms
+                    .store(NOT_WAITING, Ordering::Release);
+            }
+        }
+    }
+
+    /// Completes once a write has waited for `timeout` without the socket taking a byte.
+    async fn send_stalled_for(&self, timeout: Duration) {
+        loop {
+            let since = self.write_waiting_since_ms.load(Ordering::Acquire);
+            if since == NOT_WAITING {
+                // Looked at again a quarter of the timeout later: a stall is seen within 1.25 times it.
+                tokio::time::sleep(timeout / 4).await;
+                continue;
+            }
+            let stalled_at = self.origin + Duration::from_millis(since) + timeout;
+            if Instant::now() >= stalled_at {
+                return;
+            }
+            tokio::time::sleep_until(stalled_at).await;
         }
     }
 
@@ -285,11 +353,14 @@ impl Activity {
         Busy(self.clone())
     }
 
-    /// Completes once the connection has had no request in progress for `timeout`.
+    /// Completes once the connection has had no request in progress, and written nothing, for `timeout`.
+    /// An answer whose last bytes hyper still holds for a slow reader is not idle while they move (and
+    /// when they stop moving, [`Activity::send_stalled_for`] is what ends the connection).
     async fn idle_for(&self, timeout: Duration) {
         loop {
             let now = Instant::now();
-            if self.in_flight.load(Ordering::Acquire) > 0 {
+            let writing = self.write_waiting_since_ms.load(Ordering::Acquire) != NOT_WAITING;
+            if writing || self.in_flight.load(Ordering::Acquire) > 0 {
                 tokio::time::sleep(timeout).await;
                 continue;
             }
@@ -304,26 +375,60 @@ impl Activity {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let since = self.0.origin.elapsed().as_millis();
-        self.0
-            .last_ms
-            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// A connection's socket that is handed back when dropped, so that it can be drained before it closes.
+/// An answer's body that keeps its request in progress until the last byte is out (or the body is
+/// dropped, when the connection ends first).
+struct BusyBody {
+    body: axum::body::Body,
+    busy: Option<Busy>,
+}
+
+impl http_body::Body for BusyBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) {
+            self.busy = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's socket that is handed back when dropped, so that it can be drained before it closes;
+/// it tells the connection's [`Activity`] how its writes go.
 struct Lingering {
     stream: Option<TcpStream>,
     closed: Option<oneshot::Sender<TcpStream>>,
+    activity: Arc<Activity>,
 }
 
 impl Lingering {
-    fn new(stream: TcpStream) -> (Lingering, oneshot::Receiver<TcpStream>) {
+    fn new(
+        stream: TcpStream,
+        activity: Arc<Activity>,
+    ) -> (Lingering, oneshot::Receiver<TcpStream>) {
         let (sender, receiver) = oneshot::channel();
         let lingering = Lingering {
             stream: Some(stream),
             closed: Some(sender),
+            activity,
         };
         (lingering, receiver)
     }
@@ -335,6 +440,16 @@ impl Lingering {
                 .as_mut()
                 .expect("the socket is taken only on drop"),
         )
+    }
+
+    /// The socket and the activity it reports writes to.
+    fn parts(self: Pin<&mut Self>) -> (Pin<&mut TcpStream>, &Activity) {
+        let this = self.get_mut();
+        let stream = this
+            .stream
+            .as_mut()
+            .expect("the socket is taken only on drop");
+        (Pin::new(stream), &this.activity)
     }
 }
 
@@ -363,7 +478,10 @@ impl AsyncWrite for Lingering {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.stream().poll_write(cx, buf)
+        let (stream, activity) = self.parts();
+        let written = stream.poll_write(cx, buf);
+        activity.note_write(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -371,7 +489,10 @@ impl AsyncWrite for Lingering {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.stream().poll_write_vectored(cx, bufs)
+        let (stream, activity) = self.parts();
+        let written = stream.poll_write_vectored(cx, bufs);
+        activity.note_write(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

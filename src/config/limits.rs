@@ -17,6 +17,9 @@ pub struct ConnectionLimits {
     /// A connection with no request in progress for this long is closed (HTTP/2 with GOAWAY), from
     /// accept as well as between keep-alive requests.
     pub idle_timeout: Duration,
+    /// A connection whose client accepts none of its answer's bytes for this long is closed, freeing its
+    /// place under the cap and the bytes the answer held (nginx's `send_timeout`).
+    pub send_timeout: Duration,
     /// Threads serving connections, each with a single-threaded runtime of its own; by default one per
     /// CPU the process may use.
     pub worker_threads: usize,
@@ -28,6 +31,7 @@ impl Default for ConnectionLimits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(20),
+            send_timeout: Duration::from_secs(60),
             worker_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }

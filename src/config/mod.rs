@@ -191,6 +191,10 @@ impl Config {
                 keys::IDLE_TIMEOUT_SECS,
                 ConnectionLimits::default().idle_timeout,
             )?,
+            send_timeout: secs(
+                keys::SEND_TIMEOUT_SECS,
+                ConnectionLimits::default().send_timeout,
+            )?,
             worker_threads: positive(
                 sources,
                 keys::WORKER_THREADS,

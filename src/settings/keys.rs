@@ -73,6 +73,8 @@ pub const CLIENT_BUDGET_SHARE: &str = "MAILBOX_GATEWAY_CLIENT_BUDGET_SHARE";
 pub const MIN_UPLOAD_BYTES_PER_SEC: &str = "MAILBOX_GATEWAY_MIN_UPLOAD_BYTES_PER_SEC";
 /// Time a connection may stay open with no request in progress.
 pub const IDLE_TIMEOUT_SECS: &str = "MAILBOX_GATEWAY_IDLE_TIMEOUT_SECS";
+/// Time a client may accept none of its answer's bytes before its connection is closed.
+pub const SEND_TIMEOUT_SECS: &str = "MAILBOX_GATEWAY_SEND_TIMEOUT_SECS";
 /// Threads serving client connections.
 pub const WORKER_THREADS: &str = "MAILBOX_GATEWAY_WORKER_THREADS";
 /// PEM certificate chain for HTTPS.
@@ -155,6 +157,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         IDLE_TIMEOUT_SECS,
         "time a connection may stay open with no request in progress",
+    ),
+    (
+        SEND_TIMEOUT_SECS,
+        "time a client may accept none of its answer's bytes before its connection is closed",
     ),
     (WORKER_THREADS, "threads serving client connections"),
     (TLS_CERT_PATH, "PEM certificate chain for HTTPS"),

@@ -652,3 +652,29 @@ async fn an_item_in_the_auto_expanded_archive_is_read_from_the_archive() {
         "asked once, then of the archive"
     );
 }
+
+#[tokio::test]
+async fn a_folder_export_slow_to_produce_is_not_closed_as_idle() {
+    let app = spawn_app_with(AppOptions {
+        connections: mailbox_gateway::config::ConnectionLimits {
+            idle_timeout: std::time::Duration::from_secs(1),
+            ..mailbox_gateway::config::ConnectionLimits::default()
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    // 21 items: two exportItems calls after the answer has begun.
+    let seeded = seed(&app, DEMO.mailbox_address, 21).await;
+    // Each Graph call now takes 3.5 s: the tar's body is written over about 7 s, with long pauses, far
+    // past the idle timeout and the 5 s an idle connection is given to close.
+    app.simulator
+        .set_behaviour(exchange_simulator::Behaviour {
+            latency_ms: 3500,
+            ..exchange_simulator::Behaviour::default()
+        })
+        .unwrap();
+    let archive = export_folder(&app, DEMO.mailbox_address).await;
+    let entries = entries(&archive);
+    assert!(entries.contains_key("index.json"), "{:?}", entries.keys());
+    assert_eq!(entries.len(), seeded.len() + 1, "{:?}", entries.keys());
+}

@@ -669,6 +669,102 @@ async fn idle_connections_that_send_nothing_are_closed_and_free_the_connection_c
     }
 }
 
+/// A gateway with one connection slot, header, idle and send timeouts of a second, and a 24 MiB item in the
+/// demo mailbox (far more than loopback's socket buffers hold, so its answer waits on its reader);
+/// answers the gateway and a raw connection that has asked for the item and read nothing yet.
+async fn a_big_item_asked_for_on_the_only_connection() -> (TestApp, tokio::net::TcpStream, usize) {
+    let app = spawn_app_with(AppOptions {
+        connections: ConnectionLimits {
+            max_connections: 1,
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        },
+        max_item_bytes: 64 << 20,
+        memory_budget: 512 << 20,
+        ..AppOptions::default()
+    })
+    .await;
+    let size = 24 << 20;
+    let big = mailbox_gateway::fts::ItemBuilder::new("big")
+        .total_size(size)
+        .build();
+    let created = app.create(DEMO.mailbox_address, "inbox", big).await;
+    assert_eq!(created.status(), 201);
+    let item_id = created.json::<serde_json::Value>().await.unwrap()["itemId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The pooled connection that imported it is closed once idle, which frees the slot for this one.
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/mailboxes/{}/folders/inbox/items/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                crate::helpers::encode(DEMO.mailbox_address),
+                crate::helpers::encode(&item_id)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    (app, stream, size)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answer_is_cut_off_and_frees_its_connection() {
+    let (app, mut stalled, size) = a_big_item_asked_for_on_the_only_connection().await;
+    // The client never reads. Another client is served once the gateway has cut it off.
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        client(None, None).get(app.url("/healthz")).send(),
+    )
+    .await
+    .expect("a new client is served once the stalled connection is cut off")
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    eprintln!("served after {:?}", started.elapsed());
+    // The stalled client got the start of its answer and then the end of the connection, not the item.
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut received)).await;
+    let text = String::from_utf8_lossy(&received[..received.len().min(64)]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(received.len() < size, "the whole answer arrived");
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_reader_gets_its_whole_answer_however_long_it_takes() {
+    let (_app, mut slow, size) = a_big_item_asked_for_on_the_only_connection().await;
+    // 128 KiB every 50 ms: about 10 s for the item, longer than the idle timeout and the 5 s an idle
+    // connection is given to close, and ten times the send timeout.
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = vec![0; 128 << 10];
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut chunk))
+            .await
+            .expect("the gateway keeps sending")
+            .unwrap();
+        received.extend_from_slice(&chunk[..read]);
+        let header_end = received.windows(4).position(|w| w == b"\r\n\r\n");
+        if read == 0 || header_end.is_some_and(|end| received.len() - end - 4 >= size) {
+            break;
+        }
+    }
+    eprintln!("read {} bytes in {:?}", received.len(), started.elapsed());
+    let header_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(
+        received.len() - header_end - 4,
+        size,
+        "the whole item arrived"
+    );
+}
+
 #[tokio::test]
 async fn an_idle_http2_connection_gets_a_goaway_and_is_closed() {
     let app = spawn_app_with(idle_app_options(10)).await;
