@@ -661,6 +661,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let failed_rounds: u64 = measured.iter().map(|cell| cell.errors).sum();
+    let shared_per_round = paired_ratios(
+        &measured,
+        settings.routes.len(),
+        |cell| cell.size,
+        |cell| cell.route,
+        Cell::items_per_sec,
+        (Route::GatewayShared, Route::Gateway),
+    );
     let cells = medians(
         measured,
         |cell| (cell.size, cell.route),
@@ -693,6 +701,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let report = report(
         &settings,
         &cells,
+        &shared_per_round,
         &large,
         gateway_start_rss,
         gateway_idle_rss,
@@ -708,6 +717,35 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "{failed} requests failed; see the errors column"
     );
     Ok(())
+}
+
+/// For each size, in the order measured, the items/s of route `pair.0` ÷ route `pair.1` within each
+/// round. `cells` are in the order measured: by size, then round, then `routes_per_round` routes; the
+/// two routes of one round ran a minute or two apart, so the machine's drift touches both alike, where
+/// the two medians of the table may come from different minutes.
+fn paired_ratios<T, R: PartialEq>(
+    cells: &[T],
+    routes_per_round: usize,
+    size: impl Fn(&T) -> usize,
+    route: impl Fn(&T) -> R,
+    rate: impl Fn(&T) -> f64,
+    pair: (R, R),
+) -> Vec<(usize, Vec<f64>)> {
+    let mut ratios: Vec<(usize, Vec<f64>)> = Vec::new();
+    for round in cells.chunks(routes_per_round.max(1)) {
+        let find = |wanted: &R| round.iter().find(|cell| route(cell) == *wanted);
+        let (Some(top), Some(bottom)) = (find(&pair.0), find(&pair.1)) else {
+            continue;
+        };
+        let Some(value) = ratio(Some(rate(top)), Some(rate(bottom))) else {
+            continue;
+        };
+        match ratios.iter_mut().find(|(s, _)| *s == size(top)) {
+            Some((_, values)) => values.push(value),
+            None => ratios.push((size(top), vec![value])),
+        }
+    }
+    ratios
 }
 
 /// The median (by `rate`; the upper one of an even count) of each group of cells with the same `key`,
@@ -1123,6 +1161,7 @@ fn machine() -> String {
 fn report(
     settings: &Settings,
     cells: &[Cell],
+    shared_per_round: &[(usize, Vec<f64>)],
     large: &[Cell],
     gateway_start_rss: Option<u64>,
     gateway_idle_rss: Option<u64>,
@@ -1233,9 +1272,9 @@ fn report(
         );
         let _ = writeln!(
             out,
-            "| size | items/s shared/memory | target | gateway CPU per item shared/memory | store CPU per item (ms) | store CPU ÷ gateway CPU |"
+            "| size | items/s shared/memory | target | the same within each round | gateway CPU per item shared/memory | store CPU per item (ms) | store CPU ÷ gateway CPU |"
         );
-        let _ = writeln!(out, "|---|--:|---|--:|--:|--:|");
+        let _ = writeln!(out, "|---|--:|---|--:|--:|--:|--:|");
         let mut sizes: Vec<usize> = cells.iter().map(|c| c.size).collect();
         sizes.dedup();
         for size in sizes {
@@ -1250,12 +1289,24 @@ fn report(
                 65536 => verdict(items, 0.95, true),
                 _ => "–".to_owned(),
             };
+            let each_round = shared_per_round
+                .iter()
+                .find(|(s, _)| *s == size)
+                .map_or_else(
+                    || "–".to_owned(),
+                    |(_, values)| {
+                        let values: Vec<String> =
+                            values.iter().map(|v| format!("{v:.2}")).collect();
+                        values.join(", ")
+                    },
+                );
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 size_label(size),
                 opt(items, 2),
                 target,
+                each_round,
                 opt(ratio(cpu(shared), cpu(memory)), 2),
                 opt(store, 3),
                 opt(ratio(store, cpu(shared)), 2),
@@ -1357,6 +1408,30 @@ mod tests {
                 ("4KiB", "gateway", 7.0),
                 ("1MiB", "nginx", 1.0)
             ]
+        );
+    }
+
+    #[test]
+    fn ratios_pair_the_two_routes_of_each_round_per_size() {
+        // Two sizes, two rounds each, three routes per round.
+        let cells = vec![
+            (4096, "nginx", 30.0),
+            (4096, "memory", 10.0),
+            (4096, "shared", 8.0),
+            (4096, "nginx", 31.0),
+            (4096, "memory", 20.0),
+            (4096, "shared", 15.0),
+            (65536, "nginx", 9.0),
+            (65536, "memory", 4.0),
+            (65536, "shared", 3.0),
+            (65536, "nginx", 9.0),
+            (65536, "shared", 2.0),
+            (65536, "memory", 2.5),
+        ];
+        let ratios = paired_ratios(&cells, 3, |c| c.0, |c| c.1, |c| c.2, ("shared", "memory"));
+        assert_eq!(
+            ratios,
+            vec![(4096, vec![0.8, 0.75]), (65536, vec![0.75, 0.8])]
         );
     }
 
