@@ -434,12 +434,7 @@ impl Lingering {
     }
 
     fn stream(self: Pin<&mut Self>) -> Pin<&mut TcpStream> {
-        Pin::new(
-            self.get_mut()
-                .stream
-                .as_mut()
-                .expect("the socket is taken only on drop"),
-        )
+        self.parts().0
     }
 
     /// The socket and the activity it reports writes to.

@@ -365,7 +365,7 @@ impl MailboxPacer {
         };
         loop {
             let freed = gate.freed.notified();
-            let given_back = std::mem::take(&mut *gate.given_back.lock().expect("gate poisoned"));
+            let given_back = gate.take_given_back();
             let answer: Result<(String, u64), _> = store
                 .run(
                     ACQUIRE
@@ -669,9 +669,14 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Gate {
+    /// The permits given back here that the store has not heard of yet; whoever takes them tells it.
+    fn take_given_back(&self) -> Vec<String> {
+        std::mem::take(&mut *self.given_back.lock().expect("gate poisoned"))
+    }
+
     /// Tells the store of the permits given back here that it has not heard of yet, in one `ZREM`.
     async fn send_given_back(&self, store: &SharedStore) {
-        let ids = std::mem::take(&mut *self.given_back.lock().expect("gate poisoned"));
+        let ids = self.take_given_back();
         let Some(keys) = self.keys.get().filter(|_| !ids.is_empty()) else {
             return;
         };
